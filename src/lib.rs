@@ -1,0 +1,6 @@
+//! ltxd: SQLite replication through an event-sourced log of LTX files.
+//!
+//! Start at `docs/ARCHITECTURE.md`. This crate holds the LTX format ([`ltx`]), operations on
+//! SQLite database files and LTX files ([`database`]), and the command-line interface ([`cli`]).
+
+pub mod ltx;
