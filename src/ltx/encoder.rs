@@ -190,6 +190,22 @@ impl<W: Write> Encoder<W> {
         Ok((writer, trailer))
     }
 
+    /// Finishes a snapshot with the database checksum of the pages written as its post-apply
+    /// checksum, and returns the writer and trailer.
+    pub fn finish_snapshot(self) -> Result<(W, Trailer), LtxError> {
+        if !self.header.is_snapshot() {
+            return Err(LtxError::BadEncoderInput(
+                "finish_snapshot on an incremental file".into(),
+            ));
+        }
+        let checksum = if self.header.has_no_checksum() {
+            Checksum::ZERO
+        } else {
+            self.snapshot_checksum.checksum()
+        };
+        self.finish(checksum)
+    }
+
     /// How many pages have been written.
     pub fn page_count(&self) -> u32 {
         self.sequence.count()

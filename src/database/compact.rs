@@ -1,0 +1,178 @@
+//! Compacting a run of consecutive LTX files into one.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::DatabaseError;
+use crate::durable;
+use crate::ltx::{self, Decoder, Encoder, Format, Header, PageNo, Trailer, FLAG_COMPRESS_LZ4};
+
+/// One input of a compaction, positioned at its next page.
+struct Input<R: Read> {
+    path: PathBuf,
+    decoder: Decoder<R>,
+    current: Option<PageNo>,
+    page: Vec<u8>,
+}
+
+impl<R: Read> Input<R> {
+    fn advance(&mut self) -> Result<(), DatabaseError> {
+        let frame = self
+            .decoder
+            .next_page(&mut self.page)
+            .map_err(DatabaseError::ltx(&self.path))?;
+        self.current = frame.map(|f| f.pgno);
+        Ok(())
+    }
+}
+
+/// Merges consecutive LTX files into one file covering their whole TXID range.
+///
+/// The last write of each page wins. Pages beyond the final commit size are dropped, and a page
+/// that a later file truncated away and no later file wrote again is written as zeros, so that
+/// applying the result equals applying the inputs in turn. Inputs must have consecutive TXIDs
+/// and one page size, and each input's pre-apply checksum must equal the previous input's
+/// post-apply checksum. The result is a snapshot when the first input is one; its pages are then
+/// checksummed and must reproduce the last post-apply checksum.
+pub fn compact<R: Read, W: Write>(
+    inputs: Vec<(PathBuf, Decoder<R>)>,
+    out: W,
+    format: Format,
+    flags: u32,
+) -> Result<(W, Trailer), DatabaseError> {
+    let headers: Vec<Header> = inputs.iter().map(|(_, d)| d.header().clone()).collect();
+    let (first, last) = match (headers.first(), headers.last()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => return Err(DatabaseError::NoInput),
+    };
+    check_inputs(&inputs, &headers)?;
+    let page_size = inputs[0].1.page_size();
+    let mut header = Header::new(page_size, last.commit, first.min_txid, last.max_txid);
+    header.flags = flags;
+    header.timestamp = last.timestamp;
+    header.pre_apply_checksum = first.pre_apply_checksum;
+    let out_path = PathBuf::from("(compaction output)");
+    let mut encoder = Encoder::new(out, format, header).map_err(DatabaseError::ltx(&out_path))?;
+
+    let mut inputs: Vec<Input<R>> = inputs
+        .into_iter()
+        .map(|(path, decoder)| Input {
+            path,
+            decoder,
+            current: None,
+            page: vec![0u8; page_size.bytes()],
+        })
+        .collect();
+    for input in &mut inputs {
+        input.advance()?;
+    }
+    let commits: Vec<u32> = headers.iter().map(|h| h.commit).collect();
+    let final_commit = last.commit;
+    let zeros = vec![0u8; page_size.bytes()];
+    // Pages above the smallest commit may have been truncated away and must be checked.
+    let mut next_truncated = commits.iter().min().copied().unwrap_or(0).saturating_add(1);
+    loop {
+        let written = inputs.iter().filter_map(|i| i.current).min();
+        let truncated = (next_truncated <= final_commit).then_some(PageNo(next_truncated));
+        let Some(pgno) = [written, truncated].into_iter().flatten().min() else {
+            break;
+        };
+        if pgno.0 >= next_truncated {
+            next_truncated = pgno.0 + 1;
+        }
+        let writer = inputs.iter().rposition(|i| i.current == Some(pgno));
+        if pgno.0 <= final_commit && pgno != page_size.lock_page() {
+            let barrier = commits.iter().rposition(|&c| c < pgno.0);
+            let data = match (writer, barrier) {
+                (Some(w), Some(b)) if w > b => Some(&inputs[w].page[..]),
+                (Some(w), None) => Some(&inputs[w].page[..]),
+                (_, Some(_)) => Some(&zeros[..]),
+                (None, None) => None,
+            };
+            if let Some(data) = data {
+                encoder
+                    .encode_page(pgno, data)
+                    .map_err(DatabaseError::ltx(&out_path))?;
+            }
+        }
+        for input in inputs.iter_mut().filter(|i| i.current == Some(pgno)) {
+            input.advance()?;
+        }
+    }
+
+    let mut prev: Option<(PathBuf, Trailer)> = None;
+    for (input, header) in inputs.into_iter().zip(&headers) {
+        let trailer = input
+            .decoder
+            .finish()
+            .map_err(DatabaseError::ltx(&input.path))?;
+        if let Some((_, prev_trailer)) = &prev {
+            if prev_trailer.post_apply_checksum != header.pre_apply_checksum {
+                return Err(DatabaseError::BrokenChain {
+                    path: input.path,
+                    reason: format!(
+                        "pre-apply checksum {} differs from the previous post-apply checksum {}",
+                        header.pre_apply_checksum, prev_trailer.post_apply_checksum
+                    ),
+                });
+            }
+        }
+        prev = Some((input.path, trailer));
+    }
+    let post = prev.map(|(_, t)| t.post_apply_checksum).unwrap_or_default();
+    encoder.finish(post).map_err(DatabaseError::ltx(&out_path))
+}
+
+fn check_inputs<R: Read>(
+    inputs: &[(PathBuf, Decoder<R>)],
+    headers: &[Header],
+) -> Result<(), DatabaseError> {
+    let page_size = headers[0].page_size;
+    for (i, ((path, _), header)) in inputs.iter().zip(headers).enumerate() {
+        if header.has_no_checksum() {
+            return Err(DatabaseError::Unchecked(path.clone()));
+        }
+        if header.page_size != page_size {
+            return Err(DatabaseError::PageSizeMismatch {
+                path: path.clone(),
+                expected: page_size,
+                found: header.page_size,
+            });
+        }
+        if let Some(prev) = i.checked_sub(1).map(|j| &headers[j]) {
+            if prev.max_txid.next() != Some(header.min_txid) {
+                return Err(DatabaseError::chain(path, prev.max_txid, header.min_txid));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compacts the LTX files at `paths` into `out`, written atomically. The output format is
+/// `format`, or the first input's; `compress` wraps a v1 body in an LZ4 frame.
+pub fn compact_files(
+    paths: &[PathBuf],
+    out: &Path,
+    format: Option<Format>,
+    compress: bool,
+) -> Result<Trailer, DatabaseError> {
+    let mut inputs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut file = File::open(path)?;
+        let detected = ltx::detect_format(&mut file).map_err(DatabaseError::ltx(path))?;
+        let decoder = Decoder::new(BufReader::with_capacity(64 * 1024, file), detected)
+            .map_err(DatabaseError::ltx(path))?;
+        inputs.push((path.clone(), decoder));
+    }
+    let format = match (format, inputs.first()) {
+        (Some(f), _) => f,
+        (None, Some((_, d))) => d.format(),
+        (None, None) => return Err(DatabaseError::NoInput),
+    };
+    if compress && format == Format::V3 {
+        return Err(DatabaseError::CompressV3);
+    }
+    let flags = if compress { FLAG_COMPRESS_LZ4 } else { 0 };
+    durable::write_atomically(out, |w| compact(inputs, w, format, flags).map(|(_, t)| t))
+}
