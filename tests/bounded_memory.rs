@@ -11,6 +11,10 @@ const PAGE: usize = 4096;
 
 /// Streams a snapshot of `pages` pages in `format` into `ltxd ltx verify`, and returns the
 /// verifier's peak resident set in KiB.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which reports its peak memory"
+)]
 fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
         .args([
