@@ -32,6 +32,14 @@ where
     Ok(value)
 }
 
+/// Makes the finished file `temp` durable and moves it over `target`: fsync, rename, and fsync
+/// the directory.
+pub fn persist(temp: &Path, target: &Path) -> io::Result<()> {
+    File::open(temp)?.sync_all()?;
+    fs::rename(temp, target)?;
+    sync_dir(&parent_dir(target))
+}
+
 /// Fsyncs a directory, making renames and creations inside it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -5,4 +5,6 @@
 
 pub mod database;
 pub mod durable;
+pub mod log;
 pub mod ltx;
+pub mod workload;

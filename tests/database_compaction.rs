@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ltxd::database;
+use ltxd::database::{self, LtxSource};
 use ltxd::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, PageNo, PageSize, TxId,
 };
@@ -106,7 +106,7 @@ proptest! {
     ) {
         let format = if v3 { Format::V3 } else { Format::V1 };
         let dir = tempfile::tempdir().unwrap();
-        let files = write_history(dir.path(), format, initial, &txs);
+        let files: Vec<LtxSource> = write_history(dir.path(), format, initial, &txs).into_iter().map(LtxSource::file).collect();
         let start = run_start % files.len();
 
         let sequential = dir.path().join("sequential.db");
@@ -116,7 +116,7 @@ proptest! {
         database::compact_files(&files[start..], &compacted_ltx, None, false).unwrap();
         let compacted = dir.path().join("compacted.db");
         database::apply_files(&compacted, &files[..start]).unwrap();
-        let applied = database::apply_files(&compacted, std::slice::from_ref(&compacted_ltx)).unwrap();
+        let applied = database::apply_files(&compacted, &[LtxSource::file(&compacted_ltx)]).unwrap();
 
         prop_assert_eq!(std::fs::read(&compacted).unwrap(), std::fs::read(&sequential).unwrap());
         prop_assert_eq!(applied.pos.txid, TxId(files.len() as u64));
@@ -132,8 +132,13 @@ fn compaction_refuses_a_gap_in_txids() {
     };
     let files = write_history(dir.path(), Format::V1, 2, &[tx.clone(), tx]);
     let out = dir.path().join("out.ltx");
-    let err = database::compact_files(&[files[0].clone(), files[2].clone()], &out, None, false)
-        .unwrap_err();
+    let err = database::compact_files(
+        &[LtxSource::file(&files[0]), LtxSource::file(&files[2])],
+        &out,
+        None,
+        false,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, database::DatabaseError::BrokenChain { .. }),
         "{err}"
@@ -152,8 +157,13 @@ fn compaction_refuses_a_broken_checksum_chain() {
     let ours = write_history(dir.path(), Format::V3, 2, &[tx(1), tx(2)]);
     let theirs = write_history(a.path(), Format::V3, 2, &[tx(9), tx(2)]);
     let out = dir.path().join("out.ltx");
-    let err = database::compact_files(&[ours[1].clone(), theirs[2].clone()], &out, None, false)
-        .unwrap_err();
+    let err = database::compact_files(
+        &[LtxSource::file(&ours[1]), LtxSource::file(&theirs[2])],
+        &out,
+        None,
+        false,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, database::DatabaseError::BrokenChain { .. }),
         "{err}"

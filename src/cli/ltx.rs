@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::table;
-use ltxd::database::{self, EncodeOptions};
+use ltxd::database::{self, EncodeOptions, LtxSource};
 use ltxd::ltx::{self, Format, Header, Trailer, Verified};
 
 /// The `ltxd ltx` subcommands.
@@ -119,7 +119,8 @@ pub fn run(command: LtxCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LtxCommand::Apply { db, files } => {
-            let applied = database::apply_files(&db, &files)?;
+            let sources: Vec<LtxSource> = files.iter().map(LtxSource::file).collect();
+            let applied = database::apply_files(&db, &sources)?;
             println!("applied {} file(s); position {}", files.len(), applied.pos);
             Ok(ExitCode::SUCCESS)
         }
@@ -150,7 +151,8 @@ pub fn run(command: LtxCommand) -> anyhow::Result<ExitCode> {
             output,
             files,
         } => {
-            let trailer = database::compact_files(&files, &output, format, compress)?;
+            let sources: Vec<LtxSource> = files.iter().map(LtxSource::file).collect();
+            let trailer = database::compact_files(&sources, &output, format, compress)?;
             println!(
                 "wrote {}: post-apply checksum {}",
                 output.display(),

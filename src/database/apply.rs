@@ -3,11 +3,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::BufReader;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::LtxSource;
 
 use super::checksum::checksum_database;
 use super::DatabaseError;
-use crate::ltx::{self, page_checksum, DatabaseChecksum, PageNo, PageSize, Pos, TxId};
+use crate::ltx::{page_checksum, DatabaseChecksum, PageNo, PageSize, Pos, TxId};
 
 /// The result of applying LTX files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +34,7 @@ struct Target {
 /// file applies only when its pre-apply checksum equals the database's checksum, consecutive
 /// files must have consecutive TXIDs, and after each file the database checksum must equal the
 /// file's post-apply checksum. The database is fsynced at the end.
-pub fn apply_files(db: &Path, files: &[PathBuf]) -> Result<Applied, DatabaseError> {
+pub fn apply_files(db: &Path, files: &[LtxSource]) -> Result<Applied, DatabaseError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -47,8 +49,8 @@ pub fn apply_files(db: &Path, files: &[PathBuf]) -> Result<Applied, DatabaseErro
         pos: Pos::new(TxId::ZERO, state.checksum),
     };
     let mut prev_max = None;
-    for path in files {
-        let max = apply_one(&mut target, path, prev_max)?;
+    for source in files {
+        let max = apply_one(&mut target, source, prev_max)?;
         prev_max = Some(max);
     }
     target.file.sync_all()?;
@@ -60,10 +62,14 @@ pub fn apply_files(db: &Path, files: &[PathBuf]) -> Result<Applied, DatabaseErro
 
 fn apply_one(
     target: &mut Target,
-    path: &Path,
+    source: &LtxSource,
     prev_max: Option<TxId>,
 ) -> Result<TxId, DatabaseError> {
-    let verified = ltx::verify_file(path, None).map_err(DatabaseError::ltx(path))?;
+    let path = &source.label();
+    let verified = source
+        .open()
+        .and_then(|d| d.verify())
+        .map_err(DatabaseError::ltx(path))?;
     let header = verified.header;
     if header.has_no_checksum() {
         return Err(DatabaseError::Unchecked(path.to_path_buf()));
@@ -81,8 +87,7 @@ fn apply_one(
             actual: target.pos.post_apply_checksum,
         });
     }
-    let mut decoder =
-        ltx::open_file(path, Some(verified.format)).map_err(DatabaseError::ltx(path))?;
+    let mut decoder = source.open().map_err(DatabaseError::ltx(path))?;
     let page_size = decoder.page_size();
     if let Some(current) = target.page_size.filter(|&ps| ps != page_size && !snapshot) {
         return Err(DatabaseError::PageSizeMismatch {

@@ -1,12 +1,11 @@
 //! Compacting a run of consecutive LTX files into one.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::DatabaseError;
+use super::{DatabaseError, LtxSource};
 use crate::durable;
-use crate::ltx::{self, Decoder, Encoder, Format, Header, PageNo, Trailer, FLAG_COMPRESS_LZ4};
+use crate::ltx::{Decoder, Encoder, Format, Header, PageNo, Trailer, FLAG_COMPRESS_LZ4};
 
 /// One input of a compaction, positioned at its next page.
 struct Input<R: Read> {
@@ -149,21 +148,19 @@ fn check_inputs<R: Read>(
     Ok(())
 }
 
-/// Compacts the LTX files at `paths` into `out`, written atomically. The output format is
+/// Compacts the LTX files `sources` into `out`, written atomically. The output format is
 /// `format`, or the first input's; `compress` wraps a v1 body in an LZ4 frame.
 pub fn compact_files(
-    paths: &[PathBuf],
+    sources: &[LtxSource],
     out: &Path,
     format: Option<Format>,
     compress: bool,
 ) -> Result<Trailer, DatabaseError> {
-    let mut inputs = Vec::with_capacity(paths.len());
-    for path in paths {
-        let mut file = File::open(path)?;
-        let detected = ltx::detect_format(&mut file).map_err(DatabaseError::ltx(path))?;
-        let decoder = Decoder::new(BufReader::with_capacity(64 * 1024, file), detected)
-            .map_err(DatabaseError::ltx(path))?;
-        inputs.push((path.clone(), decoder));
+    let mut inputs = Vec::with_capacity(sources.len());
+    for source in sources {
+        let label = source.label();
+        let decoder = source.open().map_err(DatabaseError::ltx(&label))?;
+        inputs.push((label, decoder));
     }
     let format = match (format, inputs.first()) {
         (Some(f), _) => f,

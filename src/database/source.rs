@@ -1,0 +1,60 @@
+//! Where an LTX file's bytes are: a whole file, or a record inside a log segment.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Take};
+use std::path::{Path, PathBuf};
+
+use crate::ltx::{detect_format, Decoder, Format, LtxError};
+
+/// An LTX file to read: a file of its own, or a byte range of a known format inside another
+/// file. Each [`LtxSource::open`] starts a fresh decoder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LtxSource {
+    path: PathBuf,
+    range: Option<(u64, u64, Format)>,
+}
+
+/// A decoder over an [`LtxSource`].
+pub type SourceDecoder = Decoder<BufReader<Take<File>>>;
+
+impl LtxSource {
+    /// A whole LTX file, whose format is detected when it is opened.
+    pub fn file(path: impl Into<PathBuf>) -> LtxSource {
+        LtxSource {
+            path: path.into(),
+            range: None,
+        }
+    }
+
+    /// An LTX file of `format` stored at `offset..offset + len` in `path`.
+    pub fn range(path: impl Into<PathBuf>, offset: u64, len: u64, format: Format) -> LtxSource {
+        LtxSource {
+            path: path.into(),
+            range: Some((offset, len, format)),
+        }
+    }
+
+    /// A name for error messages: the path, with the offset for a range.
+    pub fn label(&self) -> PathBuf {
+        match self.range {
+            None => self.path.clone(),
+            Some((offset, _, _)) => PathBuf::from(format!("{}@{offset}", self.path.display())),
+        }
+    }
+
+    /// The file that holds the bytes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens a decoder at the start of the LTX file.
+    pub fn open(&self) -> Result<SourceDecoder, LtxError> {
+        let mut file = File::open(&self.path)?;
+        let (offset, len, format) = match self.range {
+            Some(range) => range,
+            None => (0, u64::MAX, detect_format(&mut file)?),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        Decoder::new(BufReader::with_capacity(128 * 1024, file.take(len)), format)
+    }
+}

@@ -1,0 +1,436 @@
+//! One database's log: its chain of records in segments, its snapshots, and its subscribers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::index::Index;
+use super::recovery::recover;
+use super::segment::{encode_record_header, segment_file_name, ActiveSegment, Record};
+use super::LogError;
+use crate::ltx::{detect_format, Decoder, Format, Pos, TxId};
+
+/// Segments roll over once they reach this size.
+pub const SEGMENT_TARGET_LEN: u64 = 64 << 20;
+
+/// The mutable part of a database log, behind one lock.
+pub(super) struct State {
+    /// The chain of records, in TXID order.
+    pub records: Vec<Record>,
+    /// Every segment's id and length; the last one is the active segment.
+    pub segments: BTreeMap<TxId, u64>,
+    /// The segment appends go to.
+    pub active: Option<ActiveSegment>,
+    /// Snapshot records, in TXID order.
+    pub snapshots: Vec<Record>,
+}
+
+impl State {
+    /// The position after the last record: the log's head.
+    pub fn head(&self) -> Pos {
+        self.records
+            .last()
+            .or(self.snapshots.last())
+            .map_or(Pos::ZERO, |r| Pos::new(r.max_txid, r.post_apply_checksum))
+    }
+}
+
+/// One database's log.
+pub struct DatabaseLog {
+    name: String,
+    dir: PathBuf,
+    index: Arc<Index>,
+    state: Mutex<State>,
+    head: watch::Sender<Pos>,
+    subscribers: Mutex<HashMap<u64, Pos>>,
+    next_subscriber: AtomicU64,
+}
+
+/// What a reader at some position gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Records follow from this position.
+    Records,
+    /// The position was compacted or retained away: start again from a snapshot.
+    SnapshotNeeded,
+    /// The position is not in this log's history (a split brain): start again from a snapshot.
+    Diverged,
+}
+
+/// A record read from the log, with its LTX bytes open for reading.
+pub struct LogRecord {
+    /// Where the record is and what it holds.
+    pub record: Record,
+    /// The LTX file. It stays readable even if a compaction replaces its segment.
+    pub data: std::io::Take<File>,
+}
+
+impl DatabaseLog {
+    /// Opens (creating if needed) the log of database `name` under `dir`.
+    pub(super) fn open(
+        name: &str,
+        dir: PathBuf,
+        index: Arc<Index>,
+    ) -> Result<DatabaseLog, LogError> {
+        crate::durable::create_dir_all(&dir.join("segments"))?;
+        crate::durable::create_dir_all(&dir.join("snapshots"))?;
+        let recovered = recover(
+            &dir.join("segments"),
+            &dir.join("snapshots"),
+            index.load(name),
+        )?;
+        if recovered.index_stale {
+            tracing::info!(
+                db = name,
+                records = recovered.records.len(),
+                "rebuilt the index from the segments"
+            );
+            index.replace(name, &recovered.records, &recovered.snapshots)?;
+        }
+        let active = match recovered.segments.iter().next_back() {
+            Some((&id, &len)) => Some(ActiveSegment::open(
+                dir.join("segments").join(segment_file_name(id)),
+                id,
+                len,
+            )?),
+            None => None,
+        };
+        let state = State {
+            records: recovered.records,
+            segments: recovered.segments,
+            active,
+            snapshots: recovered.snapshots,
+        };
+        let (head, _) = watch::channel(state.head());
+        Ok(DatabaseLog {
+            name: name.to_string(),
+            dir,
+            index,
+            state: Mutex::new(state),
+            head,
+            subscribers: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(0),
+        })
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The position after the last record.
+    pub fn head(&self) -> Pos {
+        *self.head.borrow()
+    }
+
+    pub(super) fn publish_head(&self, pos: Pos) {
+        self.head.send_replace(pos);
+    }
+
+    /// A copy of the records of the chain.
+    pub fn records(&self) -> Vec<Record> {
+        self.state().records.clone()
+    }
+
+    /// A copy of the snapshot records.
+    pub fn snapshots(&self) -> Vec<Record> {
+        self.state().snapshots.clone()
+    }
+
+    /// The path of a record's file: its segment, or its snapshot file.
+    pub fn record_path(&self, record: &Record) -> PathBuf {
+        let kind = if self.state().snapshots.contains(record) {
+            "snapshots"
+        } else {
+            "segments"
+        };
+        self.dir.join(kind).join(segment_file_name(record.segment))
+    }
+
+    /// Where a record's LTX bytes can be read.
+    pub fn source(&self, record: &Record) -> crate::database::LtxSource {
+        crate::database::LtxSource::range(
+            self.record_path(record),
+            record.data_offset(),
+            record.len,
+            record.format,
+        )
+    }
+
+    /// Appends one LTX file held in memory. See [`DatabaseLog::append_stream`].
+    pub fn append(&self, ltx: &[u8]) -> Result<Record, LogError> {
+        let format = detect_format(&mut Cursor::new(ltx))?;
+        self.append_stream(format, ltx.len() as u64, ltx)
+    }
+
+    /// Appends an LTX file of `len` bytes read from `reader`, and returns once it is durable.
+    ///
+    /// The file must continue the log: its first TXID follows the head, and its pre-apply
+    /// checksum equals the head's post-apply checksum (an empty log takes only a snapshot). The
+    /// bytes are verified as they are copied into the segment; a file that fails verification,
+    /// or any I/O error, leaves the log as it was.
+    pub fn append_stream(
+        &self,
+        format: Format,
+        len: u64,
+        reader: impl Read,
+    ) -> Result<Record, LogError> {
+        let mut state = self.state();
+        let head = state.head();
+        let mut tee = Tee {
+            inner: reader.take(len),
+            seen: Vec::with_capacity(crate::ltx::HEADER_LEN),
+        };
+        let header = crate::ltx::Header::read_from(&mut tee)?;
+        let expected = head.txid.next().unwrap_or(TxId::ZERO);
+        if header.min_txid != expected {
+            return Err(LogError::NotContiguous {
+                db: self.name.clone(),
+                head: head.txid,
+                min: header.min_txid,
+            });
+        }
+        if head.txid != TxId::ZERO && header.pre_apply_checksum != head.post_apply_checksum {
+            return Err(LogError::ChecksumChain {
+                db: self.name.clone(),
+                head: head.post_apply_checksum,
+                pre: header.pre_apply_checksum,
+            });
+        }
+        let segment = self.segment_for_append(&mut state, header.min_txid)?;
+        let start = segment.len();
+        let header_bytes = std::mem::take(&mut tee.seen);
+        let result = (|| -> Result<Record, LogError> {
+            segment.write_at_end(&encode_record_header(format, len))?;
+            segment.write_at_end(&header_bytes)?;
+            let rest = std::io::BufReader::with_capacity(
+                256 * 1024,
+                CopyInto {
+                    inner: tee.inner,
+                    segment: &mut *segment,
+                },
+            );
+            let verified =
+                Decoder::new(Cursor::new(&header_bytes).chain(rest), format)?.verify()?;
+            segment.sync()?;
+            Ok(Record::from_verified(segment.id, start, len, &verified))
+        })();
+        let record = match result {
+            Ok(record) => record,
+            Err(err) => {
+                segment.truncate(start)?;
+                return Err(err);
+            }
+        };
+        let id = segment.id;
+        let end = segment.len();
+        state.segments.insert(id, end);
+        state.records.push(record.clone());
+        if let Err(err) = self.index.insert_record(&self.name, &record) {
+            tracing::warn!(db = %self.name, %err, "index insert failed; the next open rescans");
+        }
+        drop(state);
+        self.publish_head(Pos::new(record.max_txid, record.post_apply_checksum));
+        Ok(record)
+    }
+
+    /// The active segment, rolling over to a new one named `min` when it is full or absent.
+    fn segment_for_append<'s>(
+        &self,
+        state: &'s mut State,
+        min: TxId,
+    ) -> Result<&'s mut ActiveSegment, LogError> {
+        let active = match state.active.take() {
+            Some(active) if active.len() < SEGMENT_TARGET_LEN => active,
+            full => {
+                if let Some(full) = full {
+                    full.sync()?;
+                }
+                state.segments.insert(min, 0);
+                ActiveSegment::create(&self.dir.join("segments"), min)?
+            }
+        };
+        Ok(state.active.insert(active))
+    }
+
+    /// Where a reader at `pos` stands: records follow, or it needs a snapshot.
+    pub fn read_from(&self, pos: Pos) -> ReadFrom {
+        let state = self.state();
+        let head = state.head();
+        if pos.txid > head.txid {
+            return ReadFrom::Diverged;
+        }
+        if pos.txid == head.txid {
+            return if pos == head {
+                ReadFrom::Records
+            } else {
+                ReadFrom::Diverged
+            };
+        }
+        if let Some(r) = state.records.iter().find(|r| r.max_txid == pos.txid) {
+            if r.post_apply_checksum != pos.post_apply_checksum {
+                return ReadFrom::Diverged;
+            }
+        }
+        match state
+            .records
+            .iter()
+            .find(|r| Some(r.min_txid) == pos.txid.next())
+        {
+            Some(r) if r.is_snapshot() || r.pre_apply_checksum == pos.post_apply_checksum => {
+                ReadFrom::Records
+            }
+            Some(_) => ReadFrom::Diverged,
+            None => ReadFrom::SnapshotNeeded,
+        }
+    }
+
+    /// The record that starts right after `pos`, opened for reading, or `None` at the head.
+    pub fn record_after(&self, pos: Pos) -> Result<Option<LogRecord>, LogError> {
+        let state = self.state();
+        let Some(record) = state
+            .records
+            .iter()
+            .find(|r| Some(r.min_txid) == pos.txid.next())
+        else {
+            return Ok(None);
+        };
+        let path = self
+            .dir
+            .join("segments")
+            .join(segment_file_name(record.segment));
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(record.data_offset()))?;
+        Ok(Some(LogRecord {
+            record: record.clone(),
+            data: file.take(record.len),
+        }))
+    }
+
+    /// A cursor that yields the records after `pos` and then waits for new ones.
+    pub fn cursor(self: &Arc<Self>, pos: Pos) -> Result<LogCursor, ReadFrom> {
+        match self.read_from(pos) {
+            ReadFrom::Records => {}
+            other => return Err(other),
+        }
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, pos);
+        Ok(LogCursor {
+            log: Arc::clone(self),
+            id,
+            pos,
+            head: self.head.subscribe(),
+        })
+    }
+
+    /// The position of the slowest connected subscriber, if any.
+    pub fn slowest_subscriber(&self) -> Option<Pos> {
+        let subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subscribers.values().min_by_key(|p| p.txid).copied()
+    }
+
+    fn set_subscriber(&self, id: u64, pos: Option<Pos>) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        match pos {
+            Some(pos) => subscribers.insert(id, pos),
+            None => subscribers.remove(&id),
+        };
+    }
+}
+
+/// A subscriber reading a database's log from a position.
+pub struct LogCursor {
+    log: Arc<DatabaseLog>,
+    id: u64,
+    pos: Pos,
+    head: watch::Receiver<Pos>,
+}
+
+/// Why a cursor cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// The records after the cursor were compacted or retained away.
+    #[error("the records after the cursor are gone; a snapshot is needed")]
+    SnapshotNeeded,
+    /// The log was closed.
+    #[error("the log was closed")]
+    Closed,
+    /// Reading the log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl LogCursor {
+    /// The position of the last record yielded.
+    pub fn pos(&self) -> Pos {
+        self.pos
+    }
+
+    /// The next record, waiting for one to be appended if the cursor is at the head.
+    pub async fn next(&mut self) -> Result<LogRecord, CursorError> {
+        loop {
+            if let Some(record) = self.log.record_after(self.pos)? {
+                self.pos = Pos::new(record.record.max_txid, record.record.post_apply_checksum);
+                self.log.set_subscriber(self.id, Some(self.pos));
+                return Ok(record);
+            }
+            if self.log.head().txid > self.pos.txid {
+                return Err(CursorError::SnapshotNeeded);
+            }
+            self.head.changed().await.map_err(|_| CursorError::Closed)?;
+        }
+    }
+}
+
+impl Drop for LogCursor {
+    fn drop(&mut self) {
+        self.log.set_subscriber(self.id, None);
+    }
+}
+
+/// Keeps the bytes of the header it reads, so they can be written after the checks pass.
+struct Tee<R> {
+    inner: R,
+    seen: Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Copies what the decoder reads into the segment, after the part already written.
+struct CopyInto<'a, R> {
+    inner: R,
+    segment: &'a mut ActiveSegment,
+}
+
+impl<R: Read> Read for CopyInto<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.segment.write_at_end(&buf[..n])?;
+        Ok(n)
+    }
+}

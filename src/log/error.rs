@@ -1,0 +1,67 @@
+//! Errors of the log.
+
+use std::path::PathBuf;
+
+use crate::database::DatabaseError;
+use crate::ltx::{Checksum, LtxError, TxId};
+
+/// A log operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An I/O error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The LTX data offered for append is invalid.
+    #[error("invalid LTX data: {0}")]
+    InvalidLtx(#[from] LtxError),
+    /// An append that does not continue the log.
+    #[error("database {db}: append of TXID {min} does not follow the log head at TXID {head}")]
+    NotContiguous {
+        /// The database.
+        db: String,
+        /// The log's last TXID.
+        head: TxId,
+        /// The appended file's first TXID.
+        min: TxId,
+    },
+    /// An append whose pre-apply checksum is not the log's post-apply checksum.
+    #[error("database {db}: pre-apply checksum {pre} does not match the log head checksum {head}")]
+    ChecksumChain {
+        /// The database.
+        db: String,
+        /// The log's post-apply checksum.
+        head: Checksum,
+        /// The appended file's pre-apply checksum.
+        pre: Checksum,
+    },
+    /// A database name that cannot be a directory name.
+    #[error("invalid database name {0:?}")]
+    BadName(String),
+    /// The log on disk is damaged somewhere other than its tail.
+    #[error("{path}: corrupt log: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No such database in the log.
+    #[error("no database {0:?} in the log")]
+    NoDatabase(String),
+    /// A point in time that the log no longer (or never) held.
+    #[error("database {db}: TXID {txid} cannot be restored: {reason}")]
+    NotRetained {
+        /// The database.
+        db: String,
+        /// The requested TXID.
+        txid: TxId,
+        /// Why.
+        reason: String,
+    },
+    /// A database file operation failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The index cache failed; it is rebuilt from the segments.
+    #[error("index: {0}")]
+    Index(#[from] sled::Error),
+}

@@ -1,0 +1,119 @@
+//! The durable LTX log: per database, an append-only chain of LTX records in segment files, plus
+//! snapshot files. The LTX data on disk is the truth; the sled index is a cache of where records
+//! live, checked on open and rebuilt from the segments when missing or stale.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! <data-dir>/index/                         sled index (a cache; deletable)
+//! <data-dir>/dbs/<name>/segments/<min>.seg  records of TXIDs from <min> on
+//! <data-dir>/dbs/<name>/snapshots/<max>.seg one snapshot record (TXID 1 to <max>)
+//! ```
+
+mod database_log;
+mod error;
+mod index;
+mod recovery;
+mod restore;
+mod segment;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use database_log::{
+    CursorError, DatabaseLog, LogCursor, LogRecord, ReadFrom, SEGMENT_TARGET_LEN,
+};
+pub use error::LogError;
+pub use restore::{restore, restore_plan, txid_at_time};
+pub use segment::{Record, RECORD_HEADER_LEN};
+
+use index::Index;
+
+/// The logs of every database in one data directory.
+pub struct Log {
+    dir: PathBuf,
+    index: Arc<Index>,
+    databases: Mutex<HashMap<String, Arc<DatabaseLog>>>,
+}
+
+impl Log {
+    /// Opens the log in `data_dir`, recovering every database found there.
+    pub fn open(data_dir: &Path) -> Result<Log, LogError> {
+        crate::durable::create_dir_all(&data_dir.join("dbs"))?;
+        let index = Arc::new(Index::open(&data_dir.join("index"))?);
+        let log = Log {
+            dir: data_dir.to_path_buf(),
+            index,
+            databases: Mutex::new(HashMap::new()),
+        };
+        for entry in std::fs::read_dir(data_dir.join("dbs"))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if let Some(name) = entry.file_name().to_str() {
+                    log.database(name)?;
+                }
+            }
+        }
+        Ok(log)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log of database `name`, opened (and created) on first use.
+    pub fn database(&self, name: &str) -> Result<Arc<DatabaseLog>, LogError> {
+        validate_name(name)?;
+        let mut databases = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = databases.get(name) {
+            return Ok(Arc::clone(db));
+        }
+        let span = tracing::info_span!("open", db = name);
+        let _enter = span.enter();
+        let db = Arc::new(DatabaseLog::open(
+            name,
+            self.dir.join("dbs").join(name),
+            Arc::clone(&self.index),
+        )?);
+        databases.insert(name.to_string(), Arc::clone(&db));
+        Ok(db)
+    }
+
+    /// The log of an existing database.
+    pub fn existing(&self, name: &str) -> Result<Arc<DatabaseLog>, LogError> {
+        if !self.dir.join("dbs").join(name).is_dir() {
+            return Err(LogError::NoDatabase(name.to_string()));
+        }
+        self.database(name)
+    }
+
+    /// The names of the databases, sorted.
+    pub fn database_names(&self) -> Vec<String> {
+        let databases = self.databases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = databases.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Flushes the index cache. Durability never depends on this.
+    pub fn flush_index(&self) -> Result<(), LogError> {
+        Ok(self.index.flush()?)
+    }
+}
+
+/// A database name must be a plain file name: SQLite databases live flat in the mount.
+fn validate_name(name: &str) -> Result<(), LogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::BadName(name.to_string()))
+    }
+}

@@ -1,0 +1,236 @@
+//! Segment files: the log's on-disk unit. A segment is a run of records, each a 16-byte record
+//! header followed by one complete LTX file. Appends go to the end of the last segment and are
+//! fdatasynced before they are acknowledged; a torn tail fails its LTX file checksum.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::ltx::{Checksum, Decoder, Format, Header, TxId, Verified};
+
+/// The size of a record header.
+pub const RECORD_HEADER_LEN: u64 = 16;
+const RECORD_MAGIC: &[u8; 4] = b"LTXR";
+
+/// Where one record lives and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The first TXID of the segment holding the record (its file name).
+    pub segment: TxId,
+    /// Offset of the record header in the segment.
+    pub offset: u64,
+    /// Length of the LTX file that follows the record header.
+    pub len: u64,
+    /// The LTX format of the file.
+    pub format: Format,
+    /// First TXID covered.
+    pub min_txid: TxId,
+    /// Last TXID covered.
+    pub max_txid: TxId,
+    /// Database checksum before the record.
+    pub pre_apply_checksum: Checksum,
+    /// Database checksum after the record.
+    pub post_apply_checksum: Checksum,
+    /// Header timestamp, in ms.
+    pub timestamp: i64,
+    /// Database size in pages after the record.
+    pub commit: u32,
+    /// Page size.
+    pub page_size: u32,
+}
+
+impl Record {
+    /// Where the LTX bytes start in the segment.
+    pub fn data_offset(&self) -> u64 {
+        self.offset + RECORD_HEADER_LEN
+    }
+
+    /// Where the next record starts.
+    pub fn end(&self) -> u64 {
+        self.data_offset() + self.len
+    }
+
+    /// True for a snapshot record (TXID 1 onward).
+    pub fn is_snapshot(&self) -> bool {
+        self.min_txid == TxId(1)
+    }
+
+    pub(crate) fn from_verified(segment: TxId, offset: u64, len: u64, v: &Verified) -> Record {
+        let h: &Header = &v.header;
+        Record {
+            segment,
+            offset,
+            len,
+            format: v.format,
+            min_txid: h.min_txid,
+            max_txid: h.max_txid,
+            pre_apply_checksum: h.pre_apply_checksum,
+            post_apply_checksum: v.trailer.post_apply_checksum,
+            timestamp: h.timestamp,
+            commit: h.commit,
+            page_size: h.page_size,
+        }
+    }
+}
+
+/// Encodes a record header.
+pub fn encode_record_header(format: Format, len: u64) -> [u8; RECORD_HEADER_LEN as usize] {
+    let mut b = [0u8; RECORD_HEADER_LEN as usize];
+    b[0..4].copy_from_slice(RECORD_MAGIC);
+    b[4] = format.version() as u8;
+    b[8..16].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
+/// A record header that is not one: bad magic, unknown format, or reserved bits set.
+#[derive(Debug, thiserror::Error)]
+#[error("bad record header at offset {offset}")]
+pub struct BadRecordHeader {
+    /// Where it was found.
+    pub offset: u64,
+}
+
+fn decode_record_header(
+    b: &[u8; RECORD_HEADER_LEN as usize],
+    offset: u64,
+) -> Result<(Format, u64), BadRecordHeader> {
+    let format = match b[4] {
+        1 => Format::V1,
+        3 => Format::V3,
+        _ => return Err(BadRecordHeader { offset }),
+    };
+    if &b[0..4] != RECORD_MAGIC || b[5..8] != [0, 0, 0] {
+        return Err(BadRecordHeader { offset });
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&b[8..16]);
+    Ok((format, u64::from_be_bytes(len)))
+}
+
+/// The result of scanning a segment from some offset.
+#[derive(Debug)]
+pub struct Scan {
+    /// The valid records found, in order.
+    pub records: Vec<Record>,
+    /// Where the valid records end.
+    pub valid_len: u64,
+    /// Why scanning stopped before the end of the file, if it did.
+    pub stop: Option<String>,
+}
+
+/// Reads and verifies every record from `offset` to the end of the segment file. Scanning stops
+/// at the first record that is incomplete or does not verify; what follows is the torn tail.
+pub fn scan(path: &Path, segment: TxId, offset: u64) -> io::Result<Scan> {
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut records = Vec::new();
+    let mut at = offset;
+    let stop = loop {
+        if at == file_len {
+            break None;
+        }
+        if file_len - at < RECORD_HEADER_LEN {
+            break Some(format!("partial record header at offset {at}"));
+        }
+        let mut hdr = [0u8; RECORD_HEADER_LEN as usize];
+        file.read_exact_at(&mut hdr, at)?;
+        let (format, len) = match decode_record_header(&hdr, at) {
+            Ok(x) => x,
+            Err(e) => break Some(e.to_string()),
+        };
+        if len > file_len - at - RECORD_HEADER_LEN {
+            break Some(format!(
+                "record at offset {at} runs past the end of the file"
+            ));
+        }
+        file.seek(SeekFrom::Start(at + RECORD_HEADER_LEN))?;
+        let reader = BufReader::with_capacity(256 * 1024, (&mut file).take(len));
+        let verified = Decoder::new(reader, format).and_then(|d| d.verify());
+        match verified {
+            Ok(v) => {
+                records.push(Record::from_verified(segment, at, len, &v));
+                at += RECORD_HEADER_LEN + len;
+            }
+            Err(e) => break Some(format!("record at offset {at}: {e}")),
+        }
+    };
+    Ok(Scan {
+        records,
+        valid_len: at,
+        stop,
+    })
+}
+
+/// The file name of the segment whose first TXID is `min`.
+pub fn segment_file_name(min: TxId) -> String {
+    format!("{min}.seg")
+}
+
+/// Parses a segment file name back into its first TXID.
+pub fn parse_segment_file_name(name: &str) -> Option<TxId> {
+    let hex = name.strip_suffix(".seg")?;
+    hex.parse().ok()
+}
+
+/// The open segment that appends go to.
+pub struct ActiveSegment {
+    /// The segment's first TXID.
+    pub id: TxId,
+    file: File,
+    len: u64,
+}
+
+impl ActiveSegment {
+    /// Opens an existing segment for appending, cutting it to `valid_len` (its torn tail).
+    pub fn open(path: PathBuf, id: TxId, valid_len: u64) -> io::Result<ActiveSegment> {
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        if file.metadata()?.len() != valid_len {
+            file.set_len(valid_len)?;
+            file.sync_data()?;
+        }
+        Ok(ActiveSegment {
+            id,
+            file,
+            len: valid_len,
+        })
+    }
+
+    /// Creates a new, empty segment and makes its directory entry durable.
+    pub fn create(dir: &Path, id: TxId) -> io::Result<ActiveSegment> {
+        let path = dir.join(segment_file_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.sync_all()?;
+        crate::durable::sync_dir(dir)?;
+        Ok(ActiveSegment { id, file, len: 0 })
+    }
+
+    /// The segment's length: where the next record goes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes `bytes` at the end of the segment without syncing. Returns where they start.
+    pub fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        let at = self.len;
+        self.file.write_all_at(bytes, at)?;
+        self.len += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Makes everything written durable (fdatasync: the data and the file size).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Cuts the segment back to `len`, undoing writes that were not acknowledged.
+    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.len = len;
+        Ok(())
+    }
+}
