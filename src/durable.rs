@@ -17,15 +17,29 @@ pub fn write_atomically<T, E>(
 where
     E: From<io::Error>,
 {
+    write_file_atomically(path, |file| {
+        let mut writer = BufWriter::with_capacity(256 * 1024, file);
+        let value = fill(&mut writer)?;
+        writer.flush()?;
+        Ok(value)
+    })
+}
+
+/// Like [`write_atomically`], but `fill` gets the temporary file itself, to seek or to write at
+/// offsets. It must leave the complete contents in the file.
+pub fn write_file_atomically<T, E>(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<io::Error>,
+{
     let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
         .prefix(".ltxd-")
         .suffix(".tmp")
         .tempfile_in(&dir)?;
-    let mut writer = BufWriter::with_capacity(256 * 1024, temp.as_file_mut());
-    let value = fill(&mut writer)?;
-    writer.flush()?;
-    drop(writer);
+    let value = fill(temp.as_file_mut())?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     sync_dir(&dir)?;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::index::Index;
+use super::index::{Index, Kind};
 use super::recovery::recover;
 use super::segment::{encode_record_header, segment_file_name, ActiveSegment, Record};
 use super::LogError;
@@ -134,6 +134,72 @@ impl DatabaseLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Updates the index cache. A failure is logged, not returned: the next open finds what the
+    /// index lacks by checking it against the segments.
+    pub(super) fn update_index(&self, kind: Kind, added: &[Record], removed: &[Record]) {
+        let result = self
+            .index
+            .remove(kind, &self.name, removed)
+            .and_then(|_| self.index.insert(kind, &self.name, added));
+        if let Err(err) = result {
+            tracing::warn!(db = %self.name, %err, "index update failed; the next open rescans");
+        }
+    }
+
+    /// Replaces the records of sealed segment `id` after a rewrite. The new records must cover
+    /// the same TXIDs with the same checksums at both ends.
+    pub(super) fn replace_segment_records(
+        &self,
+        id: TxId,
+        new: Vec<Record>,
+        len: u64,
+    ) -> Result<(), LogError> {
+        let mut state = self.state();
+        let old: Vec<Record> = state
+            .records
+            .iter()
+            .filter(|r| r.segment == id)
+            .cloned()
+            .collect();
+        let same_ends = match (old.first(), old.last(), new.first(), new.last()) {
+            (Some(a), Some(b), Some(c), Some(d)) => {
+                a.min_txid == c.min_txid
+                    && a.pre_apply_checksum == c.pre_apply_checksum
+                    && b.max_txid == d.max_txid
+                    && b.post_apply_checksum == d.post_apply_checksum
+            }
+            _ => false,
+        };
+        if !same_ends {
+            return Err(LogError::Corrupt {
+                path: self.dir.join("segments").join(segment_file_name(id)),
+                reason: "a rewritten segment does not cover the records it replaced".into(),
+            });
+        }
+        let start = state
+            .records
+            .iter()
+            .position(|r| r.segment == id)
+            .unwrap_or(0);
+        state
+            .records
+            .splice(start..start + old.len(), new.iter().cloned());
+        state.segments.insert(id, len);
+        drop(state);
+        self.update_index(Kind::Record, &new, &old);
+        Ok(())
+    }
+
+    /// Adds a snapshot record written to the snapshots directory.
+    pub(super) fn add_snapshot(&self, record: Record) -> Result<(), LogError> {
+        let mut state = self.state();
+        state.snapshots.push(record.clone());
+        state.snapshots.sort_by_key(|r| r.max_txid);
+        drop(state);
+        self.update_index(Kind::Snapshot, std::slice::from_ref(&record), &[]);
+        Ok(())
+    }
+
     /// The position after the last record.
     pub fn head(&self) -> Pos {
         *self.head.borrow()
@@ -242,9 +308,7 @@ impl DatabaseLog {
         let end = segment.len();
         state.segments.insert(id, end);
         state.records.push(record.clone());
-        if let Err(err) = self.index.insert_record(&self.name, &record) {
-            tracing::warn!(db = %self.name, %err, "index insert failed; the next open rescans");
-        }
+        self.update_index(Kind::Record, std::slice::from_ref(&record), &[]);
         drop(state);
         self.publish_head(Pos::new(record.max_txid, record.post_apply_checksum));
         Ok(record)
@@ -267,6 +331,22 @@ impl DatabaseLog {
             }
         };
         Ok(state.active.insert(active))
+    }
+
+    /// Seals the active segment once it is `max_age` old, so that the next append starts a new
+    /// one and compaction and retention can work on this one.
+    pub fn seal_active_segment_older_than(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<(), LogError> {
+        let mut state = self.state();
+        if let Some(active) = state
+            .active
+            .take_if(|a| a.len() > 0 && a.opened.elapsed() >= max_age)
+        {
+            active.sync()?;
+        }
+        Ok(())
     }
 
     /// Where a reader at `pos` stands: records follow, or it needs a snapshot.

@@ -21,6 +21,24 @@ pub struct IndexedDatabase {
     pub snapshots: Vec<Record>,
 }
 
+/// Which of a database's two trees an entry belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Records of the chain.
+    Record,
+    /// Snapshot files.
+    Snapshot,
+}
+
+impl Kind {
+    fn tree(self) -> &'static str {
+        match self {
+            Kind::Record => "records",
+            Kind::Snapshot => "snapshots",
+        }
+    }
+}
+
 const RECORD_VALUE_LEN: usize = 8 * 8 + 4 * 2 + 1;
 
 impl Index {
@@ -48,8 +66,8 @@ impl Index {
                 .map(|v| v.ok().and_then(|v| decode_record(&v)))
                 .collect()
         };
-        let records = load_tree("records")?;
-        let snapshots = load_tree("snapshots")?;
+        let records = load_tree(Kind::Record.tree())?;
+        let snapshots = load_tree(Kind::Snapshot.tree())?;
         Some(IndexedDatabase { records, snapshots })
     }
 
@@ -60,8 +78,8 @@ impl Index {
         records: &[Record],
         snapshots: &[Record],
     ) -> sled::Result<()> {
-        for (kind, list) in [("records", records), ("snapshots", snapshots)] {
-            let tree = self.tree(kind, name)?;
+        for (kind, list) in [(Kind::Record, records), (Kind::Snapshot, snapshots)] {
+            let tree = self.tree(kind.tree(), name)?;
             tree.clear()?;
             for r in list {
                 tree.insert(r.max_txid.0.to_be_bytes(), encode_record(r).to_vec())?;
@@ -70,12 +88,22 @@ impl Index {
         Ok(())
     }
 
-    /// Adds a record. The write is not flushed: a lost entry is found again by the tail scan.
-    pub fn insert_record(&self, name: &str, record: &Record) -> sled::Result<()> {
-        self.tree("records", name)?.insert(
-            record.max_txid.0.to_be_bytes(),
-            encode_record(record).to_vec(),
-        )?;
+    /// Adds entries. Writes are not flushed: an entry lost in a crash is found again when the
+    /// index is checked against the segments.
+    pub fn insert(&self, kind: Kind, name: &str, records: &[Record]) -> sled::Result<()> {
+        let tree = self.tree(kind.tree(), name)?;
+        for r in records {
+            tree.insert(r.max_txid.0.to_be_bytes(), encode_record(r).to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Removes entries.
+    pub fn remove(&self, kind: Kind, name: &str, records: &[Record]) -> sled::Result<()> {
+        let tree = self.tree(kind.tree(), name)?;
+        for r in records {
+            tree.remove(r.max_txid.0.to_be_bytes())?;
+        }
         Ok(())
     }
 

@@ -10,23 +10,31 @@
 //! <data-dir>/dbs/<name>/snapshots/<max>.seg one snapshot record (TXID 1 to <max>)
 //! ```
 
+mod compaction;
 mod database_log;
 mod error;
 mod index;
+mod policy;
 mod recovery;
 mod restore;
+mod retention;
 mod segment;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use compaction::Compacted;
 pub use database_log::{
     CursorError, DatabaseLog, LogCursor, LogRecord, ReadFrom, SEGMENT_TARGET_LEN,
 };
 pub use error::LogError;
+pub use policy::{Level, Policy};
 pub use restore::{restore, restore_plan, txid_at_time};
+pub use retention::{Maintained, Retained};
 pub use segment::{Record, RECORD_HEADER_LEN};
+pub use verify::Verification;
 
 use index::Index;
 

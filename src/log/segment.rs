@@ -83,6 +83,37 @@ pub fn encode_record_header(format: Format, len: u64) -> [u8; RECORD_HEADER_LEN 
     b
 }
 
+/// Writes one record at the current end of `file`: a record header, then the LTX file that
+/// `fill` streams out. The header's length is filled in once the LTX file is complete.
+pub fn write_record<T, E: From<io::Error>>(
+    file: &mut File,
+    format: Format,
+    fill: impl FnOnce(&mut dyn io::Write) -> Result<T, E>,
+) -> Result<T, E> {
+    let start = file.seek(SeekFrom::End(0))?;
+    file.write_all_at(&[0u8; RECORD_HEADER_LEN as usize], start)?;
+    file.seek(SeekFrom::Start(start + RECORD_HEADER_LEN))?;
+    let mut writer = io::BufWriter::with_capacity(256 * 1024, &mut *file);
+    let value = fill(&mut writer)?;
+    io::Write::flush(&mut writer)?;
+    drop(writer);
+    let end = file.seek(SeekFrom::End(0))?;
+    file.write_all_at(
+        &encode_record_header(format, end - start - RECORD_HEADER_LEN),
+        start,
+    )?;
+    Ok(value)
+}
+
+/// Copies one stored record (header and LTX bytes) from `from` to the end of `to`.
+pub fn copy_record(from: &Path, record: &Record, to: &mut File) -> io::Result<()> {
+    let mut source = File::open(from)?;
+    source.seek(SeekFrom::Start(record.offset))?;
+    to.seek(SeekFrom::End(0))?;
+    io::copy(&mut source.take(RECORD_HEADER_LEN + record.len), to)?;
+    Ok(())
+}
+
 /// A record header that is not one: bad magic, unknown format, or reserved bits set.
 #[derive(Debug, thiserror::Error)]
 #[error("bad record header at offset {offset}")]
@@ -177,6 +208,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<TxId> {
 pub struct ActiveSegment {
     /// The segment's first TXID.
     pub id: TxId,
+    /// When this process opened or created it.
+    pub opened: std::time::Instant,
     file: File,
     len: u64,
 }
@@ -191,6 +224,7 @@ impl ActiveSegment {
         }
         Ok(ActiveSegment {
             id,
+            opened: std::time::Instant::now(),
             file,
             len: valid_len,
         })
@@ -206,7 +240,12 @@ impl ActiveSegment {
             .open(&path)?;
         file.sync_all()?;
         crate::durable::sync_dir(dir)?;
-        Ok(ActiveSegment { id, file, len: 0 })
+        Ok(ActiveSegment {
+            id,
+            opened: std::time::Instant::now(),
+            file,
+            len: 0,
+        })
     }
 
     /// The segment's length: where the next record goes.
