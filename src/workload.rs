@@ -42,6 +42,24 @@ impl SyntheticDatabase {
         db
     }
 
+    /// Continues a database from its file at `txid`, as restored from a log.
+    pub fn resume(
+        page_size: PageSize,
+        format: Format,
+        file: &[u8],
+        txid: TxId,
+        seed: u64,
+    ) -> SyntheticDatabase {
+        let mut db = SyntheticDatabase::new(page_size, format, 1, seed);
+        db.pages.clear();
+        db.checksum = DatabaseChecksum::new();
+        for (i, page) in file.chunks(page_size.bytes()).enumerate() {
+            db.set_page(i as u32 + 1, page.to_vec());
+        }
+        db.txid = txid;
+        db
+    }
+
     /// The last TXID emitted.
     pub fn txid(&self) -> TxId {
         self.txid

@@ -32,7 +32,14 @@ fn appends_survive_reopen_and_restore_byte_identically_at_random_txids() {
     let mut db = synthetic(1);
     let states = {
         let log = Log::open(dir.path()).unwrap();
-        append_n(&log, &mut db, 120)
+        // Two segments of many records each: recovery checks the chain across and within them.
+        let mut states = append_n(&log, &mut db, 60);
+        log.database("app.db")
+            .unwrap()
+            .seal_active_segment_older_than(std::time::Duration::ZERO)
+            .unwrap();
+        states.extend(append_n(&log, &mut db, 60));
+        states
     };
     let log = Log::open(dir.path()).unwrap();
     let dblog = log.database("app.db").unwrap();

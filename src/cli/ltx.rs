@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -134,7 +133,7 @@ pub fn run(command: LtxCommand) -> anyhow::Result<ExitCode> {
             let options = EncodeOptions {
                 format,
                 compress,
-                timestamp: timestamp.unwrap_or_else(now_ms),
+                timestamp: timestamp.unwrap_or_else(super::log::now_ms),
                 node_id: 0,
             };
             let trailer = database::encode_database_file(&db, &output, options)?;
@@ -163,14 +162,8 @@ pub fn run(command: LtxCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// RFC 3339 in UTC to the second, as the reference tool prints it (Go's `time.RFC3339`).
-fn format_timestamp(ms: i64) -> String {
+pub fn format_timestamp(ms: i64) -> String {
     let format = &time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .ok()

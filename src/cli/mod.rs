@@ -1,5 +1,7 @@
 //! The command line: `ltxd <command>`.
 
+mod debug;
+mod log;
 mod ltx;
 mod table;
 
@@ -20,11 +22,22 @@ enum Command {
     /// Inspect, verify, apply, encode and compact LTX files offline.
     #[command(subcommand)]
     Ltx(ltx::LtxCommand),
+    /// Administer the durable log in a data directory.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Rebuild a database file at any retained point of its log.
+    Restore(log::RestoreArgs),
+    /// Tools for tests and benchmarks.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
 }
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Ltx(command) => ltx::run(command),
+        Command::Log(command) => log::run(command),
+        Command::Restore(args) => log::restore(args),
+        Command::Debug(command) => debug::run(command),
     }
 }

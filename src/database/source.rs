@@ -47,6 +47,14 @@ impl LtxSource {
         &self.path
     }
 
+    /// Opens the LTX file's bytes, unverified.
+    pub fn open_raw(&self) -> std::io::Result<Take<File>> {
+        let mut file = File::open(&self.path)?;
+        let (offset, len) = self.range.map_or((0, u64::MAX), |(o, l, _)| (o, l));
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(file.take(len))
+    }
+
     /// Opens a decoder at the start of the LTX file.
     pub fn open(&self) -> Result<SourceDecoder, LtxError> {
         let mut file = File::open(&self.path)?;

@@ -45,6 +45,9 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// Another process has the data directory open.
+    #[error("{0}: the data directory is in use by another process")]
+    InUse(PathBuf),
     /// No such database in the log.
     #[error("no database {0:?} in the log")]
     NoDatabase(String),

@@ -39,7 +39,7 @@ impl Kind {
     }
 }
 
-const RECORD_VALUE_LEN: usize = 8 * 8 + 4 * 2 + 1;
+const RECORD_VALUE_LEN: usize = 9 * 8 + 4 * 2 + 1;
 
 impl Index {
     /// Opens the index at `dir`. An index that cannot be opened is deleted and started afresh;
@@ -124,13 +124,14 @@ fn encode_record(r: &Record) -> [u8; RECORD_VALUE_LEN] {
         r.pre_apply_checksum.0,
         r.post_apply_checksum.0,
         r.timestamp as u64,
+        r.file_checksum.0,
     ];
     for (i, w) in words.iter().enumerate() {
         b[i * 8..i * 8 + 8].copy_from_slice(&w.to_be_bytes());
     }
-    b[64..68].copy_from_slice(&r.commit.to_be_bytes());
-    b[68..72].copy_from_slice(&r.page_size.to_be_bytes());
-    b[72] = r.format.version() as u8;
+    b[72..76].copy_from_slice(&r.commit.to_be_bytes());
+    b[76..80].copy_from_slice(&r.page_size.to_be_bytes());
+    b[80] = r.format.version() as u8;
     b
 }
 
@@ -149,9 +150,10 @@ fn decode_record(b: &[u8]) -> Option<Record> {
         pre_apply_checksum: Checksum(word(5)),
         post_apply_checksum: Checksum(word(6)),
         timestamp: word(7) as i64,
-        commit: u32_at(64),
-        page_size: u32_at(68),
-        format: match b[72] {
+        file_checksum: Checksum(word(8)),
+        commit: u32_at(72),
+        page_size: u32_at(76),
+        format: match b[80] {
             1 => Format::V1,
             3 => Format::V3,
             _ => return None,

@@ -41,17 +41,24 @@ use index::Index;
 /// The logs of every database in one data directory.
 pub struct Log {
     dir: PathBuf,
+    _lock: std::fs::File,
     index: Arc<Index>,
     databases: Mutex<HashMap<String, Arc<DatabaseLog>>>,
 }
 
 impl Log {
     /// Opens the log in `data_dir`, recovering every database found there.
+    ///
+    /// One process at a time may open a data directory: a second gets [`LogError::InUse`].
     pub fn open(data_dir: &Path) -> Result<Log, LogError> {
         crate::durable::create_dir_all(&data_dir.join("dbs"))?;
+        let lock = std::fs::File::create(data_dir.join("ltxd.lock"))?;
+        lock.try_lock()
+            .map_err(|_| LogError::InUse(data_dir.to_path_buf()))?;
         let index = Arc::new(Index::open(&data_dir.join("index"))?);
         let log = Log {
             dir: data_dir.to_path_buf(),
+            _lock: lock,
             index,
             databases: Mutex::new(HashMap::new()),
         };

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use super::index::IndexedDatabase;
-use super::segment::{parse_segment_file_name, scan, Record};
+use super::segment::{parse_segment_file_name, record_matches, scan, Record};
 use super::LogError;
 use crate::ltx::TxId;
 
@@ -57,7 +57,8 @@ fn segment_records(
     let index_fits = !indexed.is_empty()
         && indexed[0].offset == 0
         && indexed.windows(2).all(|w| w[0].end() == w[1].offset)
-        && indexed.last().is_some_and(|r| r.end() <= file_len);
+        && indexed.last().is_some_and(|r| r.end() <= file_len)
+        && all_match(&path, &indexed)?;
     let (mut records, from) = if index_fits {
         let end = indexed.last().map_or(0, Record::end);
         (indexed, end)
@@ -78,6 +79,18 @@ fn segment_records(
         tracing::warn!(path = %path.display(), %reason, cut_at = scanned.valid_len, "cutting a torn tail");
     }
     Ok((records, scanned.valid_len))
+}
+
+/// True when every indexed record is on disk as the index describes it.
+fn all_match(path: &Path, records: &[Record]) -> Result<bool, LogError> {
+    let file = fs::File::open(path)?;
+    for record in records {
+        if !record_matches(&file, record)? {
+            tracing::info!(path = %path.display(), offset = record.offset, "index entry does not match the segment; rescanning it");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Reconciles the segments in `segments_dir` and the snapshots in `snapshots_dir` with what
@@ -119,8 +132,9 @@ pub(super) fn recover(
                 continue;
             }
         }
+        let mut prev = records.last();
         for record in &found {
-            if let Some(prev) = records.last() {
+            if let Some(prev) = prev {
                 if prev.max_txid.next() != Some(record.min_txid)
                     || prev.post_apply_checksum != record.pre_apply_checksum
                 {
@@ -133,6 +147,7 @@ pub(super) fn recover(
                     });
                 }
             }
+            prev = Some(record);
         }
         records.extend(found);
         segments.insert(id, valid_len);

@@ -32,6 +32,8 @@ pub struct Record {
     pub pre_apply_checksum: Checksum,
     /// Database checksum after the record.
     pub post_apply_checksum: Checksum,
+    /// The LTX file's own checksum: identifies the bytes on disk.
+    pub file_checksum: Checksum,
     /// Header timestamp, in ms.
     pub timestamp: i64,
     /// Database size in pages after the record.
@@ -67,6 +69,7 @@ impl Record {
             max_txid: h.max_txid,
             pre_apply_checksum: h.pre_apply_checksum,
             post_apply_checksum: v.trailer.post_apply_checksum,
+            file_checksum: v.trailer.file_checksum,
             timestamp: h.timestamp,
             commit: h.commit,
             page_size: h.page_size,
@@ -137,6 +140,25 @@ fn decode_record_header(
     let mut len = [0u8; 8];
     len.copy_from_slice(&b[8..16]);
     Ok((format, u64::from_be_bytes(len)))
+}
+
+/// True when the bytes at the record's place in `file` are that record: its record header, and
+/// the LTX trailer with its post-apply and file checksums. Two small reads; the file checksum
+/// identifies the LTX bytes, so an index entry from another version of the file is caught.
+pub fn record_matches(file: &File, record: &Record) -> io::Result<bool> {
+    let mut hdr = [0u8; RECORD_HEADER_LEN as usize];
+    let mut trailer = [0u8; 16];
+    if record.len < 16 || file.read_exact_at(&mut hdr, record.offset).is_err() {
+        return Ok(false);
+    }
+    if file.read_exact_at(&mut trailer, record.end() - 16).is_err() {
+        return Ok(false);
+    }
+    let header_ok = decode_record_header(&hdr, record.offset)
+        .is_ok_and(|(f, l)| f == record.format && l == record.len);
+    Ok(header_ok
+        && trailer[..8] == record.post_apply_checksum.0.to_be_bytes()
+        && trailer[8..] == record.file_checksum.0.to_be_bytes())
 }
 
 /// The result of scanning a segment from some offset.
