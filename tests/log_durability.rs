@@ -235,3 +235,28 @@ async fn a_cursor_yields_the_tail_then_waits_for_new_appends() {
     let got: Result<TxId, CursorError> = waiting.await.unwrap();
     assert_eq!(got.unwrap(), TxId(4));
 }
+
+#[test]
+fn damage_before_the_last_record_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = synthetic(8);
+    append_n(&Log::open(dir.path()).unwrap(), &mut db, 10);
+    let segment = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
+    let log = Log::open(dir.path()).unwrap();
+    let fifth = log.database("app.db").unwrap().records()[4].clone();
+    drop(log);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let len = bytes.len();
+    bytes[(fifth.data_offset() + 200) as usize] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let err = Log::open(dir.path())
+        .err()
+        .expect("a damaged log must not open");
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        len,
+        "nothing may be cut"
+    );
+}

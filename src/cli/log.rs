@@ -94,6 +94,7 @@ pub struct RestoreArgs {
     output: PathBuf,
 }
 
+/// Opens the log of an existing data directory.
 fn open(dir: &DataDir) -> anyhow::Result<Log> {
     if !dir.path.is_dir() {
         bail!("{}: no such data directory", dir.path.display());
@@ -147,7 +148,8 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
     match command {
         LogCommand::Import { dir, db, files } => {
-            let log = open(&dir)?;
+            let log = Log::open(&dir.path)
+                .with_context(|| format!("open the log in {}", dir.path.display()))?;
             let dblog = log.database(&db)?;
             for path in &files {
                 let mut file =

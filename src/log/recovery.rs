@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use super::index::IndexedDatabase;
-use super::segment::{parse_segment_file_name, record_matches, scan, Record};
+use super::segment::{parse_segment_file_name, record_matches, scan, valid_record_after, Record};
 use super::LogError;
 use crate::ltx::TxId;
 
@@ -75,6 +75,14 @@ fn segment_records(
     if let Some(reason) = scanned.stop {
         if !is_last {
             return Err(LogError::Corrupt { path, reason });
+        }
+        if let Some(at) = valid_record_after(&path, id, scanned.valid_len)? {
+            return Err(LogError::Corrupt {
+                path,
+                reason: format!(
+                    "{reason}, yet a valid record follows at offset {at}: damage, not a torn tail"
+                ),
+            });
         }
         tracing::warn!(path = %path.display(), %reason, cut_at = scanned.valid_len, "cutting a torn tail");
     }

@@ -215,6 +215,32 @@ pub fn scan(path: &Path, segment: TxId, offset: u64) -> io::Result<Scan> {
     })
 }
 
+/// The offset of the first valid record that starts after `from`, if any. A crash tears at most
+/// the one append in flight, so a valid record after a bad one means damage, not a torn tail.
+pub fn valid_record_after(path: &Path, segment: TxId, from: u64) -> io::Result<Option<u64>> {
+    let mut file = File::open(path)?;
+    let mut rest = Vec::new();
+    file.seek(SeekFrom::Start(from + 1))?;
+    file.read_to_end(&mut rest)?;
+    let starts = rest
+        .windows(RECORD_MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| w == RECORD_MAGIC);
+    for (i, _) in starts {
+        let at = from + 1 + i as u64;
+        if !scan_one(path, segment, at)?.records.is_empty() {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+fn scan_one(path: &Path, segment: TxId, at: u64) -> io::Result<Scan> {
+    let mut scanned = scan(path, segment, at)?;
+    scanned.records.truncate(1);
+    Ok(scanned)
+}
+
 /// The file name of the segment whose first TXID is `min`.
 pub fn segment_file_name(min: TxId) -> String {
     format!("{min}.seg")
