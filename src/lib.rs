@@ -3,8 +3,10 @@
 //! Start at `docs/ARCHITECTURE.md`. This crate holds the LTX format ([`ltx`]), operations on
 //! SQLite database files and LTX files ([`database`]), and the command-line interface ([`cli`]).
 
+pub mod config;
 pub mod database;
 pub mod durable;
 pub mod log;
 pub mod ltx;
+pub mod mount;
 pub mod workload;

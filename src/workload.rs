@@ -126,7 +126,7 @@ impl SyntheticDatabase {
             (1..=self.pages.len() as u32).collect()
         } else {
             let count = 1 + self.next_random() % u64::from(max_pages.max(1));
-            let grow = self.next_random() % 4 == 0;
+            let grow = self.next_random().is_multiple_of(4);
             let mut pages: Vec<u32> = (0..count)
                 .map(|_| 1 + (self.next_random() % self.pages.len() as u64) as u32)
                 .collect();

@@ -3,6 +3,7 @@
 mod debug;
 mod log;
 mod ltx;
+mod mount;
 mod table;
 
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Mount the FUSE file system and capture every SQLite commit into the log.
+    Mount(mount::MountArgs),
     /// Inspect, verify, apply, encode and compact LTX files offline.
     #[command(subcommand)]
     Ltx(ltx::LtxCommand),
@@ -34,7 +37,10 @@ enum Command {
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+    // LiteFS unit files say `-config FILE`; accept that spelling too.
+    let args = std::env::args_os().map(|a| if a == "-config" { "--config".into() } else { a });
+    match Cli::parse_from(args).command {
+        Command::Mount(args) => mount::run(args),
         Command::Ltx(command) => ltx::run(command),
         Command::Log(command) => log::run(command),
         Command::Restore(args) => log::restore(args),

@@ -1,0 +1,114 @@
+//! Checks across keys, made after parsing. Each failure names one key.
+
+use std::path::Path;
+
+use super::{BackupType, Config, LeaseType};
+
+/// A failed check: the key at fault and what is wrong.
+pub(super) type Failure = (String, String);
+
+fn fail(key: &str, message: impl Into<String>) -> Result<(), Failure> {
+    Err((key.to_string(), message.into()))
+}
+
+impl Config {
+    /// Every check, in the order the keys usually appear in a file; the first failure wins.
+    pub(super) fn check(&self) -> Result<(), Failure> {
+        for (i, exec) in self.exec.iter().enumerate() {
+            if exec.cmd.trim().is_empty() {
+                let key = if self.exec.len() == 1 {
+                    "exec".to_string()
+                } else {
+                    format!("exec[{i}].cmd")
+                };
+                return Err((key, "the command must not be empty".into()));
+            }
+        }
+        if self.data.dir.is_empty() {
+            return fail("data.dir", "must not be empty");
+        }
+        if self.fuse.dir.is_empty() {
+            return fail("fuse.dir", "must not be empty");
+        }
+        if Path::new(&self.data.dir) == Path::new(&self.fuse.dir) {
+            return fail(
+                "data.dir",
+                format!(
+                    "must differ from fuse.dir (both are {:?}): the store cannot live inside \
+                     its own mount",
+                    self.data.dir
+                ),
+            );
+        }
+        if self.proxy.target.is_empty() {
+            // The proxy is off; its other keys are ignored.
+        } else if self.proxy.addr.is_empty() {
+            return fail("proxy.addr", "required when proxy.target is set");
+        } else if self.proxy.db.is_empty() {
+            return fail("proxy.db", "required when proxy.target is set");
+        }
+        self.check_lease()?;
+        if self.backup.kind == Some(BackupType::File) && self.backup.path.is_empty() {
+            return fail("backup.path", "required when backup.type is file");
+        }
+        Ok(())
+    }
+
+    fn check_lease(&self) -> Result<(), Failure> {
+        let lease = &self.lease;
+        match lease.kind {
+            LeaseType::Static => {
+                if !lease.candidate && lease.advertise_url.is_empty() {
+                    return fail(
+                        "lease.advertise-url",
+                        "required on a static replica (lease.candidate: false): set it to the \
+                         primary's URL, such as http://primary:20202",
+                    );
+                }
+            }
+            LeaseType::Consul => {
+                if lease.consul.url.is_empty() {
+                    return fail("lease.consul.url", "required when lease.type is consul");
+                }
+                if lease.consul.key.is_empty() {
+                    return fail("lease.consul.key", "required when lease.type is consul");
+                }
+            }
+            LeaseType::Etcd => {
+                let etcd = &lease.etcd;
+                if etcd.endpoints.is_empty() {
+                    return fail(
+                        "lease.etcd.endpoints",
+                        "at least one endpoint URL is required when lease.type is etcd",
+                    );
+                }
+                if let Some(i) = etcd.endpoints.iter().position(|e| e.trim().is_empty()) {
+                    return Err((
+                        format!("lease.etcd.endpoints[{i}]"),
+                        "an endpoint must not be empty".into(),
+                    ));
+                }
+                if etcd.key.is_empty() {
+                    return fail("lease.etcd.key", "required when lease.type is etcd");
+                }
+                if !etcd.cert_file.is_empty() && etcd.key_file.is_empty() {
+                    return fail("lease.etcd.key-file", "required when cert-file is set");
+                }
+                if etcd.cert_file.is_empty() && !etcd.key_file.is_empty() {
+                    return fail("lease.etcd.cert-file", "required when key-file is set");
+                }
+                if !etcd.password.is_empty() && etcd.username.is_empty() {
+                    return fail("lease.etcd.username", "required when password is set");
+                }
+            }
+        }
+        if lease.candidate && !lease.databases.is_empty() {
+            return fail(
+                "lease.databases",
+                "only allowed on replicas (lease.candidate: false): a candidate must hold \
+                 every database",
+            );
+        }
+        Ok(())
+    }
+}

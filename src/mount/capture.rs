@@ -1,0 +1,473 @@
+//! Turning a database's commits into LTX records in its log: the logical database's page
+//! checksums, the pages a rollback-journal transaction dirtied, and the WAL read position.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
+use crate::log::{DatabaseLog, LogError};
+use crate::ltx::{
+    page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
+    Pos, TxId, FLAG_COMPRESS_LZ4,
+};
+
+/// A commit that could not be captured.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Reading the database or WAL failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The log refused or failed the append.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The LTX could not be encoded.
+    #[error(transparent)]
+    Ltx(#[from] LtxError),
+    /// Encoding or restoring a database file failed.
+    #[error(transparent)]
+    Database(#[from] crate::database::DatabaseError),
+    /// The database's files are in a state ltxd cannot reconcile safely.
+    #[error("database {db}: {reason}")]
+    Unrecoverable {
+        /// The database.
+        db: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How commits are encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureOptions {
+    /// Wrap each LTX body in an LZ4 frame (LiteFS's `data.compress`).
+    pub compress: bool,
+    /// This node's ID, written into every LTX header.
+    pub node_id: u64,
+}
+
+/// The logical database as the log knows it.
+pub(super) struct State {
+    page_size: Option<PageSize>,
+    /// Page checksums of the logical database, by page number - 1 (0 for the lock page).
+    pages: Vec<Checksum>,
+    checksum: DatabaseChecksum,
+    /// Pages written to the database file since the last rollback-journal commit.
+    dirty: BTreeSet<u32>,
+    /// Where the next uncaptured WAL frame starts, once a WAL header has been seen.
+    wal: Option<WalCursor>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct WalCursor {
+    header: WalHeader,
+    offset: u64,
+    checksum: (u32, u32),
+}
+
+/// One database's commit capture.
+pub struct Capture {
+    name: String,
+    dir: PathBuf,
+    log: Arc<DatabaseLog>,
+    options: CaptureOptions,
+    state: Mutex<State>,
+}
+
+/// The files of a database under its directory.
+pub fn database_path(dir: &Path) -> PathBuf {
+    dir.join("database")
+}
+
+impl Capture {
+    /// Opens capture for database `name` stored in `dir`, reconciling its files with its log
+    /// first (see `recovery.rs`).
+    pub fn open(
+        name: &str,
+        dir: &Path,
+        log: Arc<DatabaseLog>,
+        options: CaptureOptions,
+    ) -> Result<Capture, CaptureError> {
+        let capture = Capture {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            log,
+            options,
+            state: Mutex::new(State {
+                page_size: None,
+                pages: Vec::new(),
+                checksum: DatabaseChecksum::new(),
+                dirty: BTreeSet::new(),
+                wal: None,
+            }),
+        };
+        super::recovery::reconcile(&capture)?;
+        capture.load_checksums()?;
+        Ok(capture)
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database's log.
+    pub fn log(&self) -> &Arc<DatabaseLog> {
+        &self.log
+    }
+
+    /// The position of the last captured commit.
+    pub fn pos(&self) -> Pos {
+        self.log.head()
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the page checksums of the database file, which recovery left at the log's head.
+    fn load_checksums(&self) -> Result<(), CaptureError> {
+        let mut state = self.state();
+        let logical = read_database(&database_path(&self.dir))?;
+        let head = self.log.head();
+        if head.txid != TxId::ZERO && logical.checksum.checksum() != head.post_apply_checksum {
+            return Err(self.unrecoverable("the database does not match its log after recovery"));
+        }
+        state.page_size = logical.page_size;
+        state.pages = logical.pages;
+        state.checksum = logical.checksum;
+        Ok(())
+    }
+
+    pub(super) fn unrecoverable(&self, reason: &str) -> CaptureError {
+        CaptureError::Unrecoverable {
+            db: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Notes a write to the database file. The first write of page 1 teaches the page size.
+    pub fn database_written(&self, offset: u64, data: &[u8]) {
+        let mut state = self.state();
+        if state.page_size.is_none() && offset == 0 {
+            state.page_size = PageSize::from_sqlite_header(data);
+        }
+        let Some(page_size) = state.page_size else {
+            return;
+        };
+        let ps = u64::from(page_size.get());
+        let first = offset / ps + 1;
+        let last = (offset + data.len().max(1) as u64 - 1) / ps + 1;
+        for pgno in first..=last {
+            state.dirty.insert(pgno as u32);
+        }
+    }
+
+    /// Captures a rollback-journal commit: called when the journal is deleted, truncated or
+    /// zeroed, before that change is made. A transaction that changed nothing (a rollback, or
+    /// an empty transaction) leaves no record.
+    pub fn commit_journal(&self) -> Result<Option<Pos>, CaptureError> {
+        let mut state = self.state();
+        if state.dirty.is_empty() {
+            return Ok(None);
+        }
+        let Some(page_size) = state.page_size else {
+            state.dirty.clear();
+            return Ok(None);
+        };
+        let file = File::open(database_path(&self.dir))?;
+        let ps = u64::from(page_size.get());
+        let commit = database_size(&file, page_size)?;
+        let dirty: Vec<u32> = state
+            .dirty
+            .iter()
+            .copied()
+            .filter(|&p| p <= commit)
+            .collect();
+        let mut pages = Vec::with_capacity(dirty.len());
+        let mut data = vec![0u8; page_size.bytes()];
+        for &pgno in &dirty {
+            if PageNo(pgno) == page_size.lock_page() {
+                continue;
+            }
+            file.read_exact_at(&mut data, u64::from(pgno - 1) * ps)?;
+            pages.push((pgno, data.clone()));
+        }
+        let pos = self.commit(&mut state, page_size, commit, pages, None)?;
+        state.dirty.clear();
+        Ok(pos)
+    }
+
+    /// Notes a WAL header written at offset 0: frames after it are read from there.
+    pub fn wal_header_written(&self, bytes: &[u8]) {
+        let mut state = self.state();
+        state.wal = WalHeader::parse(bytes).map(|header| WalCursor {
+            header,
+            offset: WAL_HEADER_LEN,
+            checksum: header.checksum,
+        });
+    }
+
+    /// Notes that the WAL was truncated or deleted.
+    pub fn wal_reset(&self) {
+        self.state().wal = None;
+    }
+
+    /// Captures the WAL transactions committed since the last capture: called when a writer
+    /// releases the WAL write lock, before the release is acknowledged.
+    pub fn commit_wal(&self) -> Result<Option<Pos>, CaptureError> {
+        let mut state = self.state();
+        let Some(cursor) = state.wal else {
+            return Ok(None);
+        };
+        let wal = File::open(self.dir.join("wal"))?;
+        let transactions = read_transactions(&wal, &cursor.header, cursor.offset, cursor.checksum)?;
+        let page_size = PageSize::new(cursor.header.page_size)
+            .ok_or_else(|| self.unrecoverable("WAL page size"))?;
+        let mut pos = None;
+        for tx in transactions {
+            let wal_fields = WalFields {
+                offset: tx.offset,
+                size: tx.size,
+                salts: (cursor.header.salt1, cursor.header.salt2),
+            };
+            let (commit, next_checksum, end) = (tx.commit, tx.checksum, tx.offset + tx.size);
+            pos = self
+                .commit(&mut state, page_size, commit, tx.pages, Some(wal_fields))?
+                .or(pos);
+            state.wal = Some(WalCursor {
+                header: cursor.header,
+                offset: end,
+                checksum: next_checksum,
+            });
+        }
+        Ok(pos)
+    }
+
+    /// Encodes and appends one commit that leaves the database at `commit` pages with `pages`
+    /// changed, then updates the logical page checksums.
+    pub(super) fn commit(
+        &self,
+        state: &mut State,
+        page_size: PageSize,
+        commit: u32,
+        mut pages: Vec<(u32, Vec<u8>)>,
+        wal: Option<WalFields>,
+    ) -> Result<Option<Pos>, CaptureError> {
+        pages.retain(|(p, _)| *p <= commit && PageNo(*p) != page_size.lock_page());
+        let old_len = state.pages.len() as u32;
+        let mut checksum = state.checksum;
+        let mut updates = Vec::with_capacity(pages.len());
+        for (pgno, data) in &pages {
+            let old = state
+                .pages
+                .get(*pgno as usize - 1)
+                .copied()
+                .unwrap_or(Checksum::ZERO);
+            let new = page_checksum(PageNo(*pgno), data);
+            if old != Checksum::ZERO {
+                checksum.toggle(old);
+            }
+            checksum.toggle(new);
+            updates.push((*pgno, new));
+        }
+        for pgno in commit + 1..=old_len {
+            let old = state.pages[pgno as usize - 1];
+            if old != Checksum::ZERO {
+                checksum.toggle(old);
+            }
+        }
+        let zeros = vec![0u8; page_size.bytes()];
+        let grown: Vec<u32> = (old_len + 1..=commit)
+            .filter(|&p| PageNo(p) != page_size.lock_page() && !pages.iter().any(|(q, _)| *q == p))
+            .collect();
+        for &pgno in &grown {
+            let sum = page_checksum(PageNo(pgno), &zeros);
+            checksum.toggle(sum);
+            updates.push((pgno, sum));
+        }
+        let head = self.log.head();
+        if checksum == state.checksum && commit == old_len && head.txid != TxId::ZERO {
+            return Ok(None);
+        }
+        let txid = TxId(head.txid.0 + 1);
+        let mut header = Header::new(page_size, commit, txid, txid);
+        header.timestamp = now_ms();
+        header.node_id = self.options.node_id;
+        if self.options.compress {
+            header.flags |= FLAG_COMPRESS_LZ4;
+        }
+        if txid != TxId(1) {
+            header.pre_apply_checksum = head.post_apply_checksum;
+        }
+        if let Some(w) = wal {
+            header.wal_offset = w.offset as i64;
+            header.wal_size = w.size as i64;
+            header.wal_salt1 = w.salts.0;
+            header.wal_salt2 = w.salts.1;
+        }
+        let span = tracing::debug_span!("commit", db = %self.name, txid = %txid);
+        let _enter = span.enter();
+        let mut all_pages: Vec<(u32, &[u8])> =
+            pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        all_pages.extend(grown.iter().map(|&p| (p, zeros.as_slice())));
+        all_pages.sort_by_key(|(p, _)| *p);
+        if txid == TxId(1) && all_pages.len() as u32 != page_size.data_pages(commit) {
+            return Err(
+                self.unrecoverable("the first transaction of a new database must write every page")
+            );
+        }
+        let mut encoder = Encoder::new(Vec::new(), Format::V1, header)?;
+        for (pgno, data) in &all_pages {
+            encoder.encode_page(PageNo(*pgno), data)?;
+        }
+        let (bytes, _) = encoder.finish(checksum.checksum())?;
+        self.log
+            .append_stream(Format::V1, bytes.len() as u64, bytes.as_slice())?;
+        state.pages.resize(commit as usize, Checksum::ZERO);
+        for (pgno, sum) in updates {
+            if pgno <= commit && PageNo(pgno) != page_size.lock_page() {
+                state.pages[pgno as usize - 1] = sum;
+            }
+        }
+        state.checksum = checksum;
+        state.page_size = Some(page_size);
+        Ok(Some(Pos::new(txid, checksum.checksum())))
+    }
+}
+
+/// Where a WAL transaction lay in the WAL, for the LTX header.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WalFields {
+    pub offset: u64,
+    pub size: u64,
+    pub salts: (u32, u32),
+}
+
+/// A database file's page size and page checksums.
+#[derive(Clone)]
+pub(super) struct Logical {
+    pub page_size: Option<PageSize>,
+    pub pages: Vec<Checksum>,
+    pub checksum: DatabaseChecksum,
+}
+
+/// Reads the page checksums of the database file at `path` (an absent or empty file is an
+/// empty database).
+pub(super) fn read_database(path: &Path) -> Result<Logical, CaptureError> {
+    let mut logical = Logical {
+        page_size: None,
+        pages: Vec::new(),
+        checksum: DatabaseChecksum::new(),
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(logical),
+        Err(e) => return Err(e.into()),
+    };
+    if file.metadata()?.len() < 100 {
+        return Ok(logical);
+    }
+    let mut header = [0u8; 100];
+    file.read_exact_at(&mut header, 0)?;
+    let page_size =
+        PageSize::from_sqlite_header(&header).ok_or_else(|| CaptureError::Unrecoverable {
+            db: path.display().to_string(),
+            reason: "invalid page size in the database header".into(),
+        })?;
+    let pages = (file.metadata()?.len() / u64::from(page_size.get())) as u32;
+    let mut data = vec![0u8; page_size.bytes()];
+    logical.pages = vec![Checksum::ZERO; pages as usize];
+    for pgno in (1..=pages).filter(|&p| PageNo(p) != page_size.lock_page()) {
+        file.read_exact_at(&mut data, u64::from(pgno - 1) * u64::from(page_size.get()))?;
+        let sum = page_checksum(PageNo(pgno), &data);
+        logical.pages[pgno as usize - 1] = sum;
+        logical.checksum.toggle(sum);
+    }
+    logical.page_size = Some(page_size);
+    Ok(logical)
+}
+
+impl Logical {
+    /// Applies a committed WAL transaction to the page checksums.
+    pub(super) fn apply(&mut self, page_size: PageSize, tx: &WalTransaction) {
+        for (pgno, data) in tx
+            .pages
+            .iter()
+            .filter(|(p, _)| *p <= tx.commit && PageNo(*p) != page_size.lock_page())
+        {
+            if self.pages.len() < *pgno as usize {
+                self.pages.resize(*pgno as usize, Checksum::ZERO);
+            }
+            let old = self.pages[*pgno as usize - 1];
+            if old != Checksum::ZERO {
+                self.checksum.toggle(old);
+            }
+            let new = page_checksum(PageNo(*pgno), data);
+            self.checksum.toggle(new);
+            self.pages[*pgno as usize - 1] = new;
+        }
+        for old in self.pages.drain(tx.commit as usize..) {
+            if old != Checksum::ZERO {
+                self.checksum.toggle(old);
+            }
+        }
+        self.page_size = Some(page_size);
+    }
+}
+
+impl State {
+    /// Capture state for a database whose logical content is `logical`.
+    pub(super) fn from_logical(logical: Logical) -> State {
+        State {
+            page_size: logical.page_size,
+            pages: logical.pages,
+            checksum: logical.checksum,
+            dirty: BTreeSet::new(),
+            wal: None,
+        }
+    }
+}
+
+/// The database size in pages: the header's count when valid, else the file size.
+pub(super) fn database_size(file: &File, page_size: PageSize) -> std::io::Result<u32> {
+    let file_pages = (file.metadata()?.len() / u64::from(page_size.get())) as u32;
+    let mut header = [0u8; 100];
+    if file_pages == 0 {
+        return Ok(0);
+    }
+    file.read_exact_at(&mut header, 0)?;
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (in_header, change_counter, valid_for) = (word(28), word(24), word(92));
+    Ok(if in_header != 0 && change_counter == valid_for {
+        in_header
+    } else {
+        file_pages
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Opens a database file for reading and writing.
+pub(super) fn open_rw(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}

@@ -1,0 +1,838 @@
+//! The FUSE file system: a flat directory of SQLite databases whose files pass through to the
+//! data directory, with commits captured into each database's log before they are acknowledged.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Metadata, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+
+use super::capture::{Capture, CaptureError, CaptureOptions};
+use super::lock_wait::LockWaiters;
+use super::locks::{Holder, LockKind, LockTable};
+use super::names::{self, FileKind, Name, PRIMARY_INO, ROOT_INO};
+use crate::log::Log;
+
+/// How long the kernel may cache names and attributes.
+const TTL: Duration = Duration::from_secs(1);
+/// The WAL index's write lock byte: a writer releasing it has committed.
+const WAL_WRITE_LOCK: u64 = 120;
+/// The WAL index's checkpoint lock byte.
+const WAL_CKPT_LOCK: u64 = 121;
+
+/// What the mount needs to know about the node.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// The data directory (`data.dir`).
+    pub data_dir: PathBuf,
+    /// False on a replica: databases are read-only.
+    pub writable: bool,
+    /// The primary's hostname, shown in `.primary` on replicas.
+    pub primary_hostname: Option<String>,
+    /// How commits are encoded.
+    pub capture: CaptureOptions,
+}
+
+/// The databases known to the mount, by index (inode numbers derive from the index).
+#[derive(Default)]
+struct Databases {
+    names: Vec<String>,
+    captures: Vec<Arc<Capture>>,
+}
+
+struct Handle {
+    file: Option<Arc<File>>,
+    db: usize,
+    kind: FileKind,
+}
+
+/// The ltxd FUSE file system.
+pub struct LtxdFs {
+    options: MountOptions,
+    log: Arc<Log>,
+    databases: RwLock<Databases>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+    locks: Mutex<HashMap<u64, LockTable>>,
+    lock_changes: LockWaiters,
+    uid: u32,
+    gid: u32,
+}
+
+fn errno(err: &std::io::Error) -> Errno {
+    Errno::from_i32(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Logs a capture failure where it is handled, and turns it into the error the caller sees.
+fn capture_failed(db: &str, err: &CaptureError) -> Errno {
+    tracing::error!(db, %err, "commit capture failed; the commit is refused");
+    Errno::EIO
+}
+
+impl LtxdFs {
+    /// A file system over the databases of `log`, opening (and recovering) each one.
+    pub fn new(options: MountOptions, log: Arc<Log>) -> Result<LtxdFs, CaptureError> {
+        let fs = LtxdFs {
+            options,
+            log,
+            databases: RwLock::new(Databases::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            locks: Mutex::new(HashMap::new()),
+            lock_changes: LockWaiters::new(),
+            uid: unsafe_free_uid(),
+            gid: unsafe_free_gid(),
+        };
+        for name in fs.log.database_names() {
+            fs.open_database(&name)?;
+        }
+        Ok(fs)
+    }
+
+    fn open_database(&self, name: &str) -> Result<usize, CaptureError> {
+        if let Some(index) = self.database_index(name) {
+            return Ok(index);
+        }
+        let mut dbs = self.databases.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = dbs.names.iter().position(|n| n == name) {
+            return Ok(index);
+        }
+        let log = self.log.database(name)?;
+        let dir = log.dir().to_path_buf();
+        let capture = Capture::open(name, &dir, log, self.options.capture)?;
+        dbs.names.push(name.to_string());
+        dbs.captures.push(Arc::new(capture));
+        Ok(dbs.names.len() - 1)
+    }
+
+    fn database_index(&self, name: &str) -> Option<usize> {
+        let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        dbs.names.iter().position(|n| n == name)
+    }
+
+    fn capture(&self, db: usize) -> Option<Arc<Capture>> {
+        let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        dbs.captures.get(db).cloned()
+    }
+
+    fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
+        let capture = self.capture(db)?;
+        Some(capture.dir().join(kind.backing_name()?))
+    }
+
+    fn attr(
+        &self,
+        ino: u64,
+        kind: FileType,
+        perm: u16,
+        meta: Option<&Metadata>,
+        size: u64,
+    ) -> FileAttr {
+        let time = |t: Option<SystemTime>| t.unwrap_or(SystemTime::UNIX_EPOCH);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: meta.map_or(size, Metadata::len),
+            blocks: meta.map_or(0, MetadataExt::blocks),
+            atime: time(meta.and_then(|m| m.accessed().ok())),
+            mtime: time(meta.and_then(|m| m.modified().ok())),
+            ctime: time(meta.and_then(|m| m.modified().ok())),
+            crtime: SystemTime::UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn file_perm(&self) -> u16 {
+        if self.options.writable {
+            0o644
+        } else {
+            0o444
+        }
+    }
+
+    /// The attributes of an inode, or `ENOENT`.
+    fn lookup_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
+        match ino {
+            ROOT_INO => Ok(self.attr(ROOT_INO, FileType::Directory, 0o755, None, 0)),
+            PRIMARY_INO => match &self.options.primary_hostname {
+                Some(host) if !self.options.writable => Ok(self.attr(
+                    PRIMARY_INO,
+                    FileType::RegularFile,
+                    0o444,
+                    None,
+                    host.len() as u64 + 1,
+                )),
+                _ => Err(Errno::ENOENT),
+            },
+            _ => {
+                let (db, kind) = names::from_inode(ino).ok_or(Errno::ENOENT)?;
+                if kind == FileKind::Pos {
+                    self.capture(db).ok_or(Errno::ENOENT)?;
+                    return Ok(self.attr(ino, FileType::RegularFile, 0o444, None, 34));
+                }
+                let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+                let meta = std::fs::metadata(&path).map_err(|e| errno(&e))?;
+                if kind == FileKind::Database && meta.len() == 0 && !self.options.writable {
+                    return Err(Errno::ENOENT);
+                }
+                Ok(self.attr(ino, FileType::RegularFile, self.file_perm(), Some(&meta), 0))
+            }
+        }
+    }
+
+    fn virtual_content(&self, ino: u64) -> Option<Vec<u8>> {
+        if ino == PRIMARY_INO {
+            return self
+                .options
+                .primary_hostname
+                .as_ref()
+                .map(|h| format!("{h}\n").into_bytes());
+        }
+        let (db, kind) = names::from_inode(ino)?;
+        if kind != FileKind::Pos {
+            return None;
+        }
+        Some(format!("{}\n", self.capture(db)?.pos()).into_bytes())
+    }
+
+    fn new_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, handle);
+        fh
+    }
+
+    fn handle_file(&self, fh: u64) -> Option<(Arc<File>, usize, FileKind)> {
+        let handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        let h = handles.get(&fh)?;
+        Some((Arc::clone(h.file.as_ref()?), h.db, h.kind))
+    }
+
+    fn with_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        f(locks.entry(ino).or_default())
+    }
+
+    /// Changes the lock table of `ino`, drops it once empty, and wakes blocked lock requests.
+    fn release_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
+        let result = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let table = locks.entry(ino).or_default();
+            let result = f(table);
+            if table.is_empty() {
+                locks.remove(&ino);
+            }
+            result
+        };
+        self.lock_changes.notify();
+        result
+    }
+
+    /// Captures a WAL commit if `owner` held the WAL write lock and is giving it up.
+    fn commit_wal_if_writer(&self, db: usize, held_write: bool) -> Result<(), Errno> {
+        if !held_write {
+            return Ok(());
+        }
+        let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+        capture
+            .commit_wal()
+            .map(|_| ())
+            .map_err(|e| capture_failed(capture.name(), &e))
+    }
+
+    fn check_writable(&self, kind: FileKind) -> Result<(), Errno> {
+        if self.options.writable || kind == FileKind::Shm {
+            Ok(())
+        } else {
+            Err(Errno::EROFS)
+        }
+    }
+
+    fn open_backing(
+        &self,
+        db: usize,
+        kind: FileKind,
+        write: bool,
+        create: bool,
+    ) -> Result<File, Errno> {
+        let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(create)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| errno(&e))
+    }
+
+    fn wants_write(flags: OpenFlags) -> bool {
+        !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
+    }
+}
+
+fn unsafe_free_uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+fn unsafe_free_gid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(0, |m| m.gid())
+}
+
+impl Filesystem for LtxdFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        config
+            .add_capabilities(InitFlags::FUSE_POSIX_LOCKS)
+            .map_err(|_| std::io::Error::other("the kernel does not forward POSIX locks"))?;
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 != ROOT_INO {
+            return reply.error(Errno::ENOENT);
+        }
+        let ino = match name.to_str().and_then(names::parse) {
+            Some(Name::Primary) => PRIMARY_INO,
+            Some(Name::File(db, kind)) => match self.database_index(&db) {
+                Some(index) => names::inode(index, kind),
+                None => return reply.error(Errno::ENOENT),
+            },
+            None => return reply.error(Errno::ENOENT),
+        };
+        match self.lookup_ino(ino) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.lookup_ino(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let result = (|| -> Result<FileAttr, Errno> {
+            if let Some(size) = size {
+                let (db, kind) = names::from_inode(ino.0).ok_or(Errno::EPERM)?;
+                self.check_writable(kind)?;
+                let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+                match kind {
+                    FileKind::Journal if size == 0 => {
+                        capture
+                            .commit_journal()
+                            .map_err(|e| capture_failed(capture.name(), &e))?;
+                    }
+                    FileKind::Wal if size == 0 => capture.wal_reset(),
+                    FileKind::Pos => return Err(Errno::EPERM),
+                    _ => {}
+                }
+                let file = self.open_backing(db, kind, true, false)?;
+                file.set_len(size).map_err(|e| errno(&e))?;
+            }
+            self.lookup_ino(ino.0)
+        })();
+        match result {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = (|| -> Result<(), Errno> {
+            if parent.0 != ROOT_INO {
+                return Err(Errno::ENOENT);
+            }
+            let Some(Name::File(db_name, kind)) = name.to_str().and_then(names::parse) else {
+                return Err(Errno::EPERM);
+            };
+            let db = self.database_index(&db_name).ok_or(Errno::ENOENT)?;
+            self.check_writable(kind)?;
+            let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+            match kind {
+                FileKind::Journal => {
+                    capture
+                        .commit_journal()
+                        .map_err(|e| capture_failed(capture.name(), &e))?;
+                }
+                FileKind::Wal => capture.wal_reset(),
+                FileKind::Shm => {}
+                FileKind::Database | FileKind::Pos => {
+                    tracing::warn!(
+                        db = db_name,
+                        "refusing to delete a database through the mount"
+                    );
+                    return Err(Errno::EPERM);
+                }
+            }
+            let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+            std::fs::remove_file(path).map_err(|e| errno(&e))
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let result = (|| -> Result<(u64, FopenFlags), Errno> {
+            if ino.0 == PRIMARY_INO
+                || names::from_inode(ino.0).is_some_and(|(_, k)| k == FileKind::Pos)
+            {
+                if Self::wants_write(flags) {
+                    return Err(Errno::EACCES);
+                }
+                self.lookup_ino(ino.0)?;
+                return Ok((0, FopenFlags::FOPEN_DIRECT_IO));
+            }
+            let (db, kind) = names::from_inode(ino.0).ok_or(Errno::ENOENT)?;
+            let write = Self::wants_write(flags);
+            if write {
+                self.check_writable(kind)?;
+            }
+            let file = self.open_backing(db, kind, write, false)?;
+            let fh = self.new_handle(Handle {
+                file: Some(Arc::new(file)),
+                db,
+                kind,
+            });
+            Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
+        })();
+        match result {
+            Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = (|| -> Result<(FileAttr, u64), Errno> {
+            if parent.0 != ROOT_INO {
+                return Err(Errno::ENOENT);
+            }
+            let Some(Name::File(db_name, kind)) = name.to_str().and_then(names::parse) else {
+                return Err(Errno::EACCES);
+            };
+            if kind == FileKind::Pos {
+                return Err(Errno::EACCES);
+            }
+            self.check_writable(kind)?;
+            let db = match self.database_index(&db_name) {
+                Some(db) => db,
+                None if kind == FileKind::Database => {
+                    self.open_database(&db_name).map_err(|e| {
+                        tracing::error!(db = db_name, %e, "cannot create the database");
+                        Errno::EIO
+                    })?
+                }
+                None => return Err(Errno::ENOENT),
+            };
+            let file = self.open_backing(db, kind, true, true)?;
+            if flags & libc::O_TRUNC != 0 {
+                file.set_len(0).map_err(|e| errno(&e))?;
+            }
+            let fh = self.new_handle(Handle {
+                file: Some(Arc::new(file)),
+                db,
+                kind,
+            });
+            Ok((self.lookup_ino(names::inode(db, kind))?, fh))
+        })();
+        match result {
+            Ok((attr, fh)) => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if let Some(content) = self.virtual_content(ino.0) {
+            let start = (offset as usize).min(content.len());
+            let end = (start + size as usize).min(content.len());
+            return reply.data(&content[start..end]);
+        }
+        let Some((file, _, _)) = self.handle_file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return reply.error(errno(&e)),
+            }
+        }
+        reply.data(&buf[..filled]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = (|| -> Result<(), Errno> {
+            let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
+            self.check_writable(kind)?;
+            let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+            match kind {
+                FileKind::Journal
+                    if offset == 0 && data.len() == 28 && data.iter().all(|&b| b == 0) =>
+                {
+                    capture
+                        .commit_journal()
+                        .map_err(|e| capture_failed(capture.name(), &e))?;
+                }
+                FileKind::Wal => {
+                    let shm = names::inode(db, FileKind::Shm);
+                    let writer_holds_lock = self.with_locks(shm, |t| {
+                        t.others_hold(u64::MAX, WAL_WRITE_LOCK, WAL_WRITE_LOCK)
+                    });
+                    if !writer_holds_lock {
+                        tracing::error!(
+                            db = capture.name(),
+                            "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
+                        );
+                        return Err(Errno::EPERM);
+                    }
+                }
+                _ => {}
+            }
+            file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+            match kind {
+                FileKind::Database => capture.database_written(offset, data),
+                FileKind::Wal if offset == 0 && data.len() >= 32 => {
+                    capture.wal_header_written(data)
+                }
+                _ => {}
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let released = self.release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
+        let held_write = released.iter().any(|&(start, end, kind)| {
+            kind == LockKind::Write && (start..=end).contains(&WAL_WRITE_LOCK)
+        });
+        let result = match names::from_inode(ino.0) {
+            Some((db, FileKind::Shm)) => self.commit_wal_if_writer(db, held_write),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    /// SQLite's fsyncs need not reach the disk: a commit is durable once its LTX record is
+    /// fdatasynced in the log, and recovery rebuilds the database from the log whenever its files
+    /// disagree with it. See docs/ARCHITECTURE.md.
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != ROOT_INO {
+            return reply.error(Errno::ENOENT);
+        }
+        let mut entries = vec![
+            (ROOT_INO, FileType::Directory, ".".to_string()),
+            (ROOT_INO, FileType::Directory, "..".to_string()),
+        ];
+        if self.lookup_ino(PRIMARY_INO).is_ok() {
+            entries.push((PRIMARY_INO, FileType::RegularFile, ".primary".to_string()));
+        }
+        let names: Vec<String> = self
+            .databases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .names
+            .clone();
+        for (db, name) in names.iter().enumerate() {
+            for kind in [
+                FileKind::Database,
+                FileKind::Journal,
+                FileKind::Wal,
+                FileKind::Shm,
+                FileKind::Pos,
+            ] {
+                let ino = names::inode(db, kind);
+                if self.lookup_ino(ino).is_ok() {
+                    entries.push((ino, FileType::RegularFile, kind.name_for(name)));
+                }
+            }
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match statvfs(&self.options.data_dir) {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let kind = if typ == libc::F_WRLCK {
+            LockKind::Write
+        } else {
+            LockKind::Read
+        };
+        match self.with_locks(ino.0, |t| t.test(lock_owner.0, start, end, kind)) {
+            Some(c) => {
+                let typ = if c.kind == LockKind::Write {
+                    libc::F_WRLCK
+                } else {
+                    libc::F_RDLCK
+                };
+                reply.locked(c.start, c.end, typ, c.pid);
+            }
+            None => reply.locked(start, end, libc::F_UNLCK, 0),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let owner = lock_owner.0;
+        let shm = names::from_inode(ino.0)
+            .filter(|(_, k)| *k == FileKind::Shm)
+            .map(|(db, _)| db);
+        if typ == libc::F_UNLCK {
+            let held_write = self.release_locks(ino.0, |t| {
+                let held = t.held(owner, WAL_WRITE_LOCK) == Some(LockKind::Write)
+                    && (start..=end).contains(&WAL_WRITE_LOCK);
+                t.unlock(owner, start, end);
+                held
+            });
+            let result = match shm {
+                Some(db) => self.commit_wal_if_writer(db, held_write),
+                None => Ok(()),
+            };
+            return match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
+        let kind = if typ == libc::F_WRLCK {
+            LockKind::Write
+        } else {
+            LockKind::Read
+        };
+        let attempt = || {
+            self.with_locks(ino.0, |t| {
+                // A checkpoint must not copy frames of a commit that is not in the log yet.
+                let ckpt = shm.is_some() && (start..=end).contains(&WAL_CKPT_LOCK);
+                if ckpt && t.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK) {
+                    return Err(());
+                }
+                t.try_lock(Holder { owner, pid }, start, end, kind)
+                    .map_err(|_| ())
+            })
+        };
+        let granted = if sleep {
+            self.lock_changes.wait_for(Duration::from_secs(30), attempt)
+        } else {
+            attempt()
+        };
+        match granted {
+            Ok(()) => reply.ok(),
+            Err(()) => reply.error(Errno::EAGAIN),
+        }
+    }
+}
+
+/// The numbers `statfs` reports, from the data directory's file system.
+struct FsStats {
+    blocks: u64,
+    bfree: u64,
+    bavail: u64,
+    files: u64,
+    ffree: u64,
+    bsize: u32,
+}
+
+fn statvfs(path: &Path) -> std::io::Result<FsStats> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `s` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FsStats {
+        blocks: s.f_blocks,
+        bfree: s.f_bfree,
+        bavail: s.f_bavail,
+        files: s.f_files,
+        ffree: s.f_ffree,
+        bsize: s.f_bsize as u32,
+    })
+}

@@ -1,0 +1,21 @@
+//! `ltxd mount`: the FUSE file system that captures SQLite commits into the log.
+//!
+//! Applications use SQLite unchanged on the mount. Each database's files pass through to
+//! `<data-dir>/dbs/<name>/{database,journal,wal,shm}`. A rollback-journal commit is captured when
+//! the journal is deleted (DELETE), truncated (TRUNCATE) or zeroed (PERSIST); a WAL commit when the
+//! writer releases the WAL write lock. Either way the LTX record is fdatasynced in the log before
+//! the file operation that completes the commit returns, so an acknowledged commit is always in
+//! the log.
+
+mod capture;
+mod fs;
+mod lock_wait;
+mod locks;
+mod names;
+mod recovery;
+mod session;
+mod wal;
+
+pub use capture::{now_ms, CaptureError, CaptureOptions};
+pub use fs::{LtxdFs, MountOptions};
+pub use session::{clear_stale_mount, Mounted};

@@ -1,0 +1,71 @@
+//! Mounting and unmounting: the FUSE session's life, and clearing a mount a crash left behind.
+
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, SessionACL};
+
+use super::LtxdFs;
+
+/// A mounted file system, served by background threads until it is unmounted.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    dir: PathBuf,
+}
+
+impl Mounted {
+    /// Mounts `fs` at `dir`, serving requests on `threads` threads.
+    pub fn mount(
+        fs: LtxdFs,
+        dir: &Path,
+        allow_other: bool,
+        threads: usize,
+    ) -> std::io::Result<Mounted> {
+        clear_stale_mount(dir)?;
+        std::fs::create_dir_all(dir)?;
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName("ltxd".into()),
+            MountOption::Subtype("ltxd".into()),
+        ];
+        config.acl = if allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = true;
+        let session = fuser::Session::new(fs, dir, &config)?.spawn()?;
+        Ok(Mounted {
+            session,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Unmounts and waits for the serving threads to finish.
+    pub fn unmount(self) -> std::io::Result<()> {
+        self.session.umount_and_join()
+    }
+}
+
+/// Detaches a FUSE mount at `dir` whose server is gone (stat fails with ENOTCONN), as a crash
+/// leaves behind.
+pub fn clear_stale_mount(dir: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(dir = %dir.display(), "clearing a stale mount left by a crash");
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(std::io::Error::other)?;
+            // SAFETY: `c` is a NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,232 @@
+//! Test harness: `ltxd mount` processes on temporary directories, cleaned up even when a test
+//! fails, and the sqlite3 CLI run against their mounts.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `ltxd mount` process with its own data and mount directories.
+pub struct Node {
+    pub root: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub data: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.display().to_string();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+}
+
+fn detach(dir: &Path) {
+    if is_mounted(dir) {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+impl Node {
+    /// A primary on a static lease.
+    pub fn primary() -> Node {
+        Node::with_lease("candidate: true")
+    }
+
+    /// A node whose `lease:` section ends with `lease_tail` (after `type: static`).
+    pub fn with_lease(lease_tail: &str) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        let mnt = root.path().join("mnt");
+        let data = root.path().join("data");
+        let config = root.path().join("ltxd.yml");
+        let text = format!(
+            "fuse:\n  dir: {}\ndata:\n  dir: {}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: http://127.0.0.1:20202\n  {lease_tail}\n",
+            mnt.display(),
+            data.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut node = Node {
+            root,
+            mnt,
+            data,
+            config,
+            child: None,
+        };
+        node.start();
+        node
+    }
+
+    /// Starts the daemon and waits until the mount is up.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("ltxd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(["mount", "-config"])
+            .arg(&self.config)
+            .env("LTXD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&self.mnt) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ltxd mount exited with {status}:\n{}", self.daemon_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount did not come up:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("ltxd.log")).unwrap_or_default()
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and checks that it unmounted and exited cleanly.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "ltxd exited with {status}:\n{}",
+                self.daemon_log()
+            );
+            assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+        }
+    }
+
+    /// The path of a file in the mount.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// Runs `sql` with the sqlite3 CLI against `db` in the mount, returning stdout.
+    pub fn sqlite(&self, db: &str, sql: &str) -> String {
+        let out = self.sqlite_result(db, sql);
+        match out {
+            Ok(stdout) => stdout,
+            Err(stderr) => panic!(
+                "sqlite3 failed on {sql:?}: {stderr}\ndaemon log:\n{}",
+                self.daemon_log()
+            ),
+        }
+    }
+
+    /// Runs `sql` with the sqlite3 CLI, returning stdout or stderr.
+    pub fn sqlite_result(&self, db: &str, sql: &str) -> Result<String, String> {
+        let mut child = Command::new("timeout")
+            .args(["60", "sqlite3", "-batch", "-bail"])
+            .arg(self.path(db))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!(".timeout 10000\n{sql}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The backing database file in the data directory.
+    pub fn backing_db(&self, db: &str) -> PathBuf {
+        self.data.join("dbs").join(db).join("database")
+    }
+
+    /// Runs `ltxd` with `args`, returning stdout; panics on failure.
+    pub fn ltxd(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ltxd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// With the daemon stopped: the log verifies, a restore at the head is byte-identical to the
+    /// database file, and the head's checksum is the database's checksum.
+    pub fn check_log_matches_database(&self, db: &str) {
+        assert!(self.child.is_none(), "stop the node first");
+        let data = self.data.to_str().unwrap();
+        let verify = self.ltxd(&["log", "verify", "--data-dir", data]);
+        assert!(
+            !verify.contains("fault") && verify.contains(&format!("{db}: ok")),
+            "{verify}"
+        );
+        let restored = self.root.path().join(format!("{db}.restored"));
+        self.ltxd(&[
+            "restore",
+            "--data-dir",
+            data,
+            "--db",
+            db,
+            "-o",
+            restored.to_str().unwrap(),
+        ]);
+        let backing = std::fs::read(self.backing_db(db)).unwrap();
+        assert!(
+            std::fs::read(&restored).unwrap() == backing,
+            "{db}: restore differs from the database"
+        );
+        let checksum = self.ltxd(&["ltx", "checksum", self.backing_db(db).to_str().unwrap()]);
+        let json: serde_json::Value = serde_json::from_str(&self.ltxd(&[
+            "log",
+            "list",
+            "--json",
+            "--data-dir",
+            data,
+            "--db",
+            db,
+        ]))
+        .unwrap();
+        let last = json.as_array().unwrap().last().unwrap();
+        assert_eq!(
+            last["post_apply_checksum"].as_str().unwrap(),
+            checksum.trim()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        detach(&self.mnt);
+    }
+}
