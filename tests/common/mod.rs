@@ -79,7 +79,8 @@ impl Node {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(&self.mnt) {
+        // A crash leaves a stale entry in /proc/mounts: wait for a live mount.
+        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ltxd mount exited with {status}:\n{}", self.daemon_log());
             }
@@ -118,6 +119,11 @@ impl Node {
             );
             assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
         }
+    }
+
+    /// The process ID of the daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The path of a file in the mount.
