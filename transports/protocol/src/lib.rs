@@ -4,5 +4,6 @@
 //! checksums and positions. It performs no I/O. Transports (HTTP, QUIC) are thin adapters over it.
 
 mod position;
+pub mod wire;
 
 pub use position::{Checksum, ParsePosError, Pos, TxId};
