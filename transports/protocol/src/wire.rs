@@ -225,10 +225,7 @@ impl FrameDecoder {
                 Ok(frame) => Event::Frame(frame),
             }
         };
-        self.in_ltx = match &event {
-            Event::Frame(Frame::Ltx { .. }) | Event::LtxData(_) => true,
-            _ => false,
-        };
+        self.in_ltx = matches!(&event, Event::Frame(Frame::Ltx { .. }) | Event::LtxData(_));
         let used = r.at;
         self.buf.drain(..used);
         Ok(Some(event))
