@@ -1,14 +1,10 @@
 //! The `ltxd ltx` commands, run as a user would, against the reference tools' outputs.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{fixture, ltx_fixtures};
 
 use assert_cmd::Command;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/ltx")
-        .join(rel)
-}
 
 fn ltxd() -> Command {
     Command::cargo_bin("ltxd").unwrap()
@@ -17,16 +13,6 @@ fn ltxd() -> Command {
 fn stdout(cmd: &mut Command) -> String {
     let out = cmd.assert().success().get_output().stdout.clone();
     String::from_utf8(out).unwrap()
-}
-
-fn ltx_files(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(fixture(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// Splits a table row on runs of two or more spaces (a cell may hold one space).
@@ -56,7 +42,7 @@ fn reference_rows(section_marker: &str) -> Vec<Vec<String>> {
 #[test]
 fn list_columns_equal_the_reference_tool() {
     for (dir, marker, version) in [("v1", "v1 files", "v1"), ("v3", "v3 files", "v3")] {
-        let files = ltx_files(dir);
+        let files = ltx_fixtures(dir);
         let out = stdout(ltxd().args(["ltx", "list"]).args(&files));
         let ours: Vec<Vec<String>> = out.lines().map(cells).collect();
         let reference = reference_rows(marker);

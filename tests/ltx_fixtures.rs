@@ -1,29 +1,15 @@
 //! Every reference fixture decodes, verifies, and matches the reference tools' outputs.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{fixture, ltx_fixtures};
 
 use ltxd::ltx::{self, Checksum, Format, TxId};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/ltx")
-        .join(rel)
-}
-
-fn ltx_files(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(fixture(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn every_fixture_verifies_and_its_format_is_detected() {
     for (dir, format) in [("v1", Format::V1), ("v3", Format::V3)] {
-        for path in ltx_files(dir) {
+        for path in ltx_fixtures(dir) {
             let verified =
                 ltx::verify_file(&path, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(verified.format, format, "{}", path.display());
@@ -34,7 +20,7 @@ fn every_fixture_verifies_and_its_format_is_detected() {
 #[test]
 fn the_other_format_rejects_each_fixture_with_an_error() {
     for (dir, wrong) in [("v1", Format::V3), ("v3", Format::V1)] {
-        for path in ltx_files(dir) {
+        for path in ltx_fixtures(dir) {
             assert!(
                 ltx::verify_file(&path, Some(wrong)).is_err(),
                 "{}",
@@ -107,4 +93,19 @@ fn fields_and_checksums_equal_the_reference_dumps() {
             assert_eq!(v.trailer.file_checksum, Checksum(file), "{rel}");
         }
     }
+}
+
+/// Inputs that once crashed a decoder (found by fuzzing or review) are rejected cleanly.
+#[test]
+fn regression_inputs_are_rejected_without_panicking() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        for format in [None, Some(Format::V1), Some(Format::V3)] {
+            let _ = ltx::verify_file(&path, format);
+        }
+        count += 1;
+    }
+    assert!(count > 0);
 }

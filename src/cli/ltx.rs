@@ -16,35 +16,23 @@ use ltxd::ltx::{self, Format, Header, Trailer, Verified};
 pub enum LtxCommand {
     /// One row per file: TXID range, commit, pages, checksums, timestamp, WAL fields, format.
     List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Read the files as this format instead of detecting it (v1 or v3).
-        #[arg(long)]
-        format: Option<Format>,
+        #[command(flatten)]
+        read: ReadArgs,
         /// The LTX files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Print the header, the page headers and the trailer of a file.
     Dump {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Read the file as this format instead of detecting it (v1 or v3).
-        #[arg(long)]
-        format: Option<Format>,
+        #[command(flatten)]
+        read: ReadArgs,
         /// The LTX file.
         file: PathBuf,
     },
     /// Check each file completely; print `ok` or the precise error; exit 1 if any fails.
     Verify {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Read the files as this format instead of detecting it (v1 or v3).
-        #[arg(long)]
-        format: Option<Format>,
+        #[command(flatten)]
+        read: ReadArgs,
         /// The LTX files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -97,20 +85,23 @@ pub enum LtxCommand {
     },
 }
 
+/// How the reading commands take and show LTX files.
+#[derive(clap::Args)]
+pub struct ReadArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Read the files as this format instead of detecting it (v1 or v3).
+    #[arg(long)]
+    format: Option<Format>,
+}
+
 /// Runs an `ltxd ltx` subcommand.
 pub fn run(command: LtxCommand) -> anyhow::Result<ExitCode> {
     match command {
-        LtxCommand::List {
-            json,
-            format,
-            files,
-        } => list(&files, format, json),
-        LtxCommand::Dump { json, format, file } => dump(&file, format, json),
-        LtxCommand::Verify {
-            json,
-            format,
-            files,
-        } => verify(&files, format, json),
+        LtxCommand::List { read, files } => list(&files, read.format, read.json),
+        LtxCommand::Dump { read, file } => dump(&file, read.format, read.json),
+        LtxCommand::Verify { read, files } => verify(&files, read.format, read.json),
         LtxCommand::Checksum { db } => {
             let state = database::checksum_file(&db)
                 .with_context(|| format!("checksum {}", db.display()))?;

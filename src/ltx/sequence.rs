@@ -45,11 +45,13 @@ impl PageSequence {
                 return Err(LtxError::PageOutOfOrder { prev, pgno });
             }
         }
-        if self.snapshot && pgno != self.expected_next() {
-            return Err(LtxError::SnapshotMissingPage {
-                missing: self.expected_next(),
-                commit: self.commit,
-            });
+        if self.snapshot {
+            if let Some(missing) = self.expected_next().filter(|&next| next != pgno) {
+                return Err(LtxError::SnapshotMissingPage {
+                    missing,
+                    commit: self.commit,
+                });
+            }
         }
         self.last = Some(pgno);
         self.count += 1;
@@ -58,14 +60,15 @@ impl PageSequence {
 
     /// Checks that a snapshot ended with every page present.
     pub(crate) fn finish(&self) -> Result<(), LtxError> {
-        let next = self.expected_next();
-        if self.snapshot && next.0 <= self.commit {
-            return Err(LtxError::SnapshotMissingPage {
-                missing: next,
-                commit: self.commit,
-            });
+        match self.expected_next() {
+            Some(next) if self.snapshot && next.0 <= self.commit => {
+                Err(LtxError::SnapshotMissingPage {
+                    missing: next,
+                    commit: self.commit,
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// How many pages have been accepted.
@@ -73,12 +76,13 @@ impl PageSequence {
         self.count
     }
 
-    fn expected_next(&self) -> PageNo {
-        let next = self.last.map_or(1, |p| p.0 + 1);
+    /// The page a snapshot must hold next, or `None` past the last page number there is.
+    fn expected_next(&self) -> Option<PageNo> {
+        let next = self.last.map_or(Some(1), |p| p.0.checked_add(1))?;
         if next == self.lock_page.0 {
-            PageNo(next + 1)
+            next.checked_add(1).map(PageNo)
         } else {
-            PageNo(next)
+            Some(PageNo(next))
         }
     }
 }

@@ -8,6 +8,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A file under `fixtures/ltx`, the reference tools' LTX files, databases and outputs.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/ltx")
+        .join(rel)
+}
+
+/// The `.ltx` files of fixture directory `dir` (`v1` or `v3`), sorted by name.
+pub fn ltx_fixtures(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(fixture(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// One `ltxd mount` process with its own data and mount directories.
 pub struct Node {
     pub root: tempfile::TempDir,
