@@ -161,7 +161,24 @@ fn key_for(err: &serde_saphyr::Error, text: &str, line: usize) -> Option<String>
                 other => Some(other.to_string()),
             }
         }
-        _ => locate::key_at(text, line),
+        // Errors about a value: the key is the one written at the error's line.
+        E::Message { .. }
+        | E::Unexpected { .. }
+        | E::InvalidScalar { .. }
+        | E::InvalidBooleanStrict { .. }
+        | E::NullIntoString { .. }
+        | E::NonFiniteFloat { .. }
+        | E::QuotingRequired { .. }
+        | E::TaggedScalarCannotDeserializeIntoString { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. }
+        | E::SerdeInvalidLength { .. }
+        | E::SerdeUnknownVariant { .. }
+        | E::SerdeVariantId { .. }
+        | E::DuplicateMappingKey { .. } => locate::key_at(text, line),
+        // Syntax errors: the line is where the parser noticed, which may not be the key at
+        // fault, so no key is named.
+        _ => None,
     }
 }
 

@@ -369,8 +369,9 @@ impl Default for ConsulConfig {
     }
 }
 
-/// `lease.etcd` (an ltxd extension; LiteFS has no etcd lease).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `lease.etcd` (an ltxd extension; LiteFS has no etcd lease). Its `Debug` output hides the
+/// password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EtcdConfig {
     /// Client URLs of the etcd cluster, such as `http://etcd-0:2379`. At least one is required
@@ -424,8 +425,9 @@ pub enum BackupType {
     LitefsCloud,
 }
 
-/// `backup`: continuous backup from the primary. Accepted, not yet acted on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// `backup`: continuous backup from the primary. Accepted, not yet acted on. Its `Debug` output
+/// hides the token.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BackupConfig {
     /// `backup.type`: `file`, `litefs-cloud`, or empty (`None`) for no backup.
@@ -501,6 +503,42 @@ impl Default for TracingConfig {
             max_count: defaults::TRACING_MAX_COUNT,
             compress: defaults::TRACING_COMPRESS,
         }
+    }
+}
+
+/// Shows whether a secret is set, never its value.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for BackupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &self.url)
+            .field("cluster", &self.cluster)
+            .field("auth_token", &redacted(&self.auth_token))
+            .finish()
     }
 }
 
@@ -612,13 +650,18 @@ impl Config {
             expanded = expand_env(text, &with_hostname);
             &expanded
         };
-        let mut config: Config = if is_empty_document(text) {
-            // An empty file is an empty mapping (as in LiteFS), which lacks `lease`.
-            serde_saphyr::from_str("{}")
-        } else {
-            serde_saphyr::from_str(text)
+        if is_empty_document(text) {
+            // LiteFS reads an empty file as an empty mapping, which lacks the required lease.
+            return Err(ConfigError::Parse {
+                path: source.to_path_buf(),
+                key: Some("lease.type".to_string()),
+                line: None,
+                column: None,
+                message: "the file is empty, but the key is required".to_string(),
+            });
         }
-        .map_err(|err| error::from_yaml(&err, text, source))?;
+        let mut config: Config =
+            serde_saphyr::from_str(text).map_err(|err| error::from_yaml(&err, text, source))?;
         config.normalize();
         config
             .check()
