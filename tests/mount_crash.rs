@@ -78,7 +78,12 @@ fn sigkill_during_writes_loses_no_acknowledged_commit() {
         let mode = if trial % 2 == 0 { "WAL" } else { "DELETE" };
         let first_id = acknowledged.last().map_or(1, |id| id + 1_000_000);
         let delay = Duration::from_millis(50 + rng % 300);
+        let started = std::time::Instant::now();
         let acked = write_until_killed(&mut node, db, mode, first_id, delay);
+        eprintln!(
+            "trial {trial} ({mode}): {} commits acknowledged before the kill",
+            acked.len()
+        );
         acknowledged.extend(&acked);
 
         node.start();
@@ -104,6 +109,7 @@ fn sigkill_during_writes_loses_no_acknowledged_commit() {
         node.stop();
         node.check_log_matches_database(db);
         node.start();
+        eprintln!("trial {trial}: checked in {:?}", started.elapsed());
     }
     assert!(
         acknowledged.len() > trials * 5,
