@@ -169,3 +169,37 @@ fn compaction_refuses_a_broken_checksum_chain() {
         "{err}"
     );
 }
+
+/// More inputs than one merge opens at once are merged in rounds, with the same result.
+#[test]
+fn compacting_more_files_than_the_fan_in_merges_in_rounds() {
+    use ltxd::workload::SyntheticDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SyntheticDatabase::new(PageSize::new(4096).unwrap(), Format::V1, 4, 9);
+    let count = database::MAX_FAN_IN * 2 + 7;
+    let sources: Vec<LtxSource> = (0..count)
+        .map(|_| {
+            let bytes = db.next_transaction(3).unwrap();
+            let path = dir.path().join(ltxd::ltx::file_name(db.txid(), db.txid()));
+            std::fs::write(&path, bytes).unwrap();
+            LtxSource::file(path)
+        })
+        .collect();
+    let out = dir.path().join("all.ltx");
+    database::compact_files(&sources, &out, None, false).unwrap();
+    let restored = dir.path().join("restored.db");
+    let applied = database::apply_files(&restored, &[LtxSource::file(&out)]).unwrap();
+    assert_eq!(applied.pos.txid, TxId(count as u64));
+    assert_eq!(std::fs::read(&restored).unwrap(), db.file_bytes());
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "intermediate merges leave no files");
+}

@@ -148,6 +148,55 @@ fn check_inputs<R: Read>(
     Ok(())
 }
 
+/// The most inputs one merge opens at once; longer runs are merged in rounds through temporary
+/// files, so compaction never runs out of file descriptors.
+pub const MAX_FAN_IN: usize = 64;
+
+/// Compacts `sources` into `out` (see [`compact`]), opening at most [`MAX_FAN_IN`] of them at
+/// a time; intermediate merges go to temporary files in `scratch_dir`.
+pub fn compact_sources(
+    sources: &[LtxSource],
+    out: &mut dyn Write,
+    format: Format,
+    flags: u32,
+    scratch_dir: &Path,
+) -> Result<Trailer, DatabaseError> {
+    let mut sources = sources.to_vec();
+    let mut scratch = Vec::new();
+    while sources.len() > MAX_FAN_IN {
+        let mut merged = Vec::with_capacity(sources.len() / MAX_FAN_IN + 1);
+        for run in sources.chunks(MAX_FAN_IN) {
+            let temp = tempfile::NamedTempFile::new_in(scratch_dir)?;
+            compact(
+                open_all(run)?,
+                std::io::BufWriter::new(temp.as_file()),
+                format,
+                0,
+            )?;
+            let len = temp.as_file().metadata()?.len();
+            merged.push(LtxSource::range(temp.path(), 0, len, format));
+            scratch.push(temp);
+        }
+        sources = merged;
+    }
+    let (_, trailer) = compact(open_all(&sources)?, out, format, flags)?;
+    drop(scratch);
+    Ok(trailer)
+}
+
+fn open_all(
+    sources: &[LtxSource],
+) -> Result<Vec<(PathBuf, crate::database::SourceDecoder)>, DatabaseError> {
+    sources
+        .iter()
+        .map(|source| {
+            let label = source.label();
+            let decoder = source.open().map_err(DatabaseError::ltx(&label))?;
+            Ok((label, decoder))
+        })
+        .collect()
+}
+
 /// Compacts the LTX files `sources` into `out`, written atomically. The output format is
 /// `format`, or the first input's; `compress` wraps a v1 body in an LZ4 frame.
 pub fn compact_files(
@@ -156,20 +205,23 @@ pub fn compact_files(
     format: Option<Format>,
     compress: bool,
 ) -> Result<Trailer, DatabaseError> {
-    let mut inputs = Vec::with_capacity(sources.len());
-    for source in sources {
-        let label = source.label();
-        let decoder = source.open().map_err(DatabaseError::ltx(&label))?;
-        inputs.push((label, decoder));
-    }
-    let format = match (format, inputs.first()) {
-        (Some(f), _) => f,
-        (None, Some((_, d))) => d.format(),
-        (None, None) => return Err(DatabaseError::NoInput),
+    let first = sources.first().ok_or(DatabaseError::NoInput)?;
+    let format = match format {
+        Some(f) => f,
+        None => first
+            .open()
+            .map_err(DatabaseError::ltx(first.label()))?
+            .format(),
     };
     if compress && format == Format::V3 {
         return Err(DatabaseError::CompressV3);
     }
     let flags = if compress { FLAG_COMPRESS_LZ4 } else { 0 };
-    durable::write_atomically(out, |w| compact(inputs, w, format, flags).map(|(_, t)| t))
+    let scratch_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    durable::write_atomically(out, |w| {
+        compact_sources(sources, w, format, flags, scratch_dir)
+    })
 }

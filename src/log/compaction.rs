@@ -3,7 +3,7 @@
 use super::retention::age;
 use super::segment::{copy_record, scan, segment_file_name, write_record, Record};
 use super::{DatabaseLog, LogError, Policy};
-use crate::database::{compact, DatabaseError};
+use crate::database::{compact_sources, DatabaseError};
 use crate::durable;
 use crate::ltx::TxId;
 
@@ -65,13 +65,10 @@ impl DatabaseLog {
                     [one] => copy_record(&path, one, file)?,
                     _ => {
                         let format = group[0].format;
-                        let mut inputs = Vec::with_capacity(group.len());
-                        for record in group {
-                            let source = self.source(record);
-                            inputs.push((source.label(), source.open()?));
-                        }
+                        let sources: Vec<_> = group.iter().map(|r| self.source(r)).collect();
+                        let scratch = self.dir().join("segments");
                         write_record(file, format, |w| {
-                            compact(inputs, w, format, 0)
+                            compact_sources(&sources, w, format, 0, &scratch)
                                 .map(|_| ())
                                 .map_err(LogError::from)
                         })?;
@@ -115,14 +112,14 @@ impl DatabaseLog {
         let max = last.max_txid;
         let path = self.dir().join("snapshots").join(segment_file_name(max));
         let format = last.format;
-        let mut inputs = Vec::with_capacity(after.len() + 1);
-        for record in std::iter::once(&base).chain(&after) {
-            let source = self.source(record);
-            inputs.push((source.label(), source.open().map_err(LogError::from)?));
-        }
+        let sources: Vec<_> = std::iter::once(&base)
+            .chain(&after)
+            .map(|r| self.source(r))
+            .collect();
+        let scratch = self.dir().join("snapshots");
         durable::write_file_atomically(&path, |file| {
             write_record(file, format, |w| {
-                compact(inputs, w, format, 0)
+                compact_sources(&sources, w, format, 0, &scratch)
                     .map(|_| ())
                     .map_err(|e: DatabaseError| LogError::from(e))
             })

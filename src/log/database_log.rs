@@ -363,16 +363,13 @@ impl DatabaseLog {
                 ReadFrom::Diverged
             };
         }
-        if let Some(r) = state.records.iter().find(|r| r.max_txid == pos.txid) {
+        let ending = state.records.partition_point(|r| r.max_txid < pos.txid);
+        if let Some(r) = state.records.get(ending).filter(|r| r.max_txid == pos.txid) {
             if r.post_apply_checksum != pos.post_apply_checksum {
                 return ReadFrom::Diverged;
             }
         }
-        match state
-            .records
-            .iter()
-            .find(|r| Some(r.min_txid) == pos.txid.next())
-        {
+        match record_starting_after(&state.records, pos.txid) {
             Some(r) if r.is_snapshot() || r.pre_apply_checksum == pos.post_apply_checksum => {
                 ReadFrom::Records
             }
@@ -384,11 +381,7 @@ impl DatabaseLog {
     /// The record that starts right after `pos`, opened for reading, or `None` at the head.
     pub fn record_after(&self, pos: Pos) -> Result<Option<LogRecord>, LogError> {
         let state = self.state();
-        let Some(record) = state
-            .records
-            .iter()
-            .find(|r| Some(r.min_txid) == pos.txid.next())
-        else {
+        let Some(record) = record_starting_after(&state.records, pos.txid) else {
             return Ok(None);
         };
         let path = self
@@ -435,6 +428,13 @@ impl DatabaseLog {
             None => subscribers.remove(&id),
         };
     }
+}
+
+/// The record that starts right after `txid`, found by binary search (records are in TXID order).
+fn record_starting_after(records: &[Record], txid: TxId) -> Option<&Record> {
+    let next = txid.next()?;
+    let at = records.partition_point(|r| r.min_txid < next);
+    records.get(at).filter(|r| r.min_txid == next)
 }
 
 /// A subscriber reading a database's log from a position.

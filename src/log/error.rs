@@ -5,6 +5,16 @@ use std::path::PathBuf;
 use crate::database::DatabaseError;
 use crate::ltx::{Checksum, LtxError, TxId};
 
+impl From<LtxError> for LogError {
+    /// An I/O error stays an I/O error; anything else is invalid LTX data.
+    fn from(err: LtxError) -> LogError {
+        match err {
+            LtxError::Io(e) => LogError::Io(e),
+            other => LogError::InvalidLtx(other),
+        }
+    }
+}
+
 /// A log operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -13,7 +23,7 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     /// The LTX data offered for append is invalid.
     #[error("invalid LTX data: {0}")]
-    InvalidLtx(#[from] LtxError),
+    InvalidLtx(LtxError),
     /// An append that does not continue the log.
     #[error("database {db}: append of TXID {min} does not follow the log head at TXID {head}")]
     NotContiguous {

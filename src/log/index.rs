@@ -81,9 +81,11 @@ impl Index {
         for (kind, list) in [(Kind::Record, records), (Kind::Snapshot, snapshots)] {
             let tree = self.tree(kind.tree(), name)?;
             tree.clear()?;
+            let mut batch = sled::Batch::default();
             for r in list {
-                tree.insert(r.max_txid.0.to_be_bytes(), encode_record(r).to_vec())?;
+                batch.insert(&r.max_txid.0.to_be_bytes(), encode_record(r).to_vec());
             }
+            tree.apply_batch(batch)?;
         }
         Ok(())
     }
