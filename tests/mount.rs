@@ -208,3 +208,18 @@ fn a_replica_refuses_writes_as_a_read_only_database() {
         "primary-host\n"
     );
 }
+
+#[test]
+fn exclusive_locking_mode_in_wal_is_refused_with_a_clear_log_line() {
+    let node = Node::primary();
+    let err = node
+        .sqlite_result("x.db", "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap_err();
+    assert!(!err.is_empty(), "the write must fail");
+    assert!(
+        node.daemon_log()
+            .contains("EXCLUSIVE locking mode in WAL is not supported"),
+        "the daemon must say why:\n{}",
+        node.daemon_log()
+    );
+}
