@@ -90,8 +90,8 @@ impl LtxdFs {
             next_handle: AtomicU64::new(1),
             locks: Mutex::new(HashMap::new()),
             lock_changes: LockWaiters::new(),
-            uid: unsafe_free_uid(),
-            gid: unsafe_free_gid(),
+            uid: daemon_uid(),
+            gid: daemon_gid(),
         };
         for name in fs.log.database_names() {
             fs.open_database(&name)?;
@@ -288,11 +288,13 @@ impl LtxdFs {
     }
 }
 
-fn unsafe_free_uid() -> u32 {
+/// The daemon's user, which owns every file in the mount.
+fn daemon_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
-fn unsafe_free_gid() -> u32 {
+/// The daemon's group.
+fn daemon_gid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.gid())
 }
 
