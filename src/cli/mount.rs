@@ -12,6 +12,8 @@ use clap::Args;
 use ltxd::config::{process_env, Config, LeaseType};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
+use ltxd_lease::{Lease, LeaseError, Leaser, PrimaryInfo};
+use ltxd_lease_static::StaticLeaser;
 
 /// `ltxd mount` arguments.
 #[derive(Args)]
@@ -54,6 +56,22 @@ fn maintain_in_background(
     });
 }
 
+/// Asks the lease who is primary: this node (holding the lease) or another (its info).
+fn role_from_lease(
+    leaser: &dyn Leaser,
+) -> anyhow::Result<(Option<Box<dyn Lease>>, Option<PrimaryInfo>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match leaser.acquire().await {
+            Ok(lease) => Ok((Some(lease), None)),
+            Err(LeaseError::PrimaryExists) => Ok((None, Some(leaser.primary_info().await?))),
+            Err(err) => Err(err.into()),
+        }
+    })
+}
+
 /// Runs the mount daemon until SIGINT or SIGTERM, then unmounts cleanly.
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let (config, path) = Config::load(args.config.as_deref(), &process_env)?;
@@ -69,11 +87,17 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let log = Arc::new(
         Log::open(&data_dir).with_context(|| format!("open the log in {}", data_dir.display()))?,
     );
-    let writable = config.lease.candidate;
+    let leaser = StaticLeaser::new(
+        config.lease.candidate,
+        &config.lease.hostname,
+        &config.lease.advertise_url,
+    );
+    let (lease, primary) = role_from_lease(&leaser)?;
+    let writable = lease.is_some();
     let options = MountOptions {
         data_dir: data_dir.clone(),
         writable,
-        primary_hostname: (!writable).then(|| config.lease.hostname.clone()),
+        primary_hostname: primary.map(|p| p.hostname),
         capture: CaptureOptions {
             compress: config.data.compress,
             node_id: node_id(),
@@ -107,6 +131,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     stop.store(true, Ordering::Relaxed);
     mounted.unmount().context("unmount")?;
+    if let Some(lease) = lease {
+        tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(lease.release())?;
+    }
     log.flush_index()?;
     tracing::info!("unmounted");
     Ok(ExitCode::SUCCESS)
