@@ -56,17 +56,23 @@ fn maintain_in_background(
     });
 }
 
-/// Asks the lease who is primary: this node (holding the lease) or another (its info).
-fn role_from_lease(
-    leaser: &dyn Leaser,
-) -> anyhow::Result<(Option<Box<dyn Lease>>, Option<PrimaryInfo>)> {
+/// This node's role, as the lease decides it.
+enum Role {
+    /// This node holds the lease.
+    Primary(Box<dyn Lease>),
+    /// Another node does.
+    Replica(PrimaryInfo),
+}
+
+/// Asks the lease who is primary: this node, or another.
+fn role_from_lease(leaser: &dyn Leaser) -> anyhow::Result<Role> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         match leaser.acquire().await {
-            Ok(lease) => Ok((Some(lease), None)),
-            Err(LeaseError::PrimaryExists) => Ok((None, Some(leaser.primary_info().await?))),
+            Ok(lease) => Ok(Role::Primary(lease)),
+            Err(LeaseError::PrimaryExists) => Ok(Role::Replica(leaser.primary_info().await?)),
             Err(err) => Err(err.into()),
         }
     })
@@ -92,12 +98,15 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         &config.lease.hostname,
         &config.lease.advertise_url,
     );
-    let (lease, primary) = role_from_lease(&leaser)?;
+    let (lease, primary) = match role_from_lease(&leaser)? {
+        Role::Primary(lease) => (Some(lease), None),
+        Role::Replica(info) => (None, Some(info.hostname)),
+    };
     let writable = lease.is_some();
     let options = MountOptions {
         data_dir: data_dir.clone(),
         writable,
-        primary_hostname: primary.map(|p| p.hostname),
+        primary_hostname: primary,
         capture: CaptureOptions {
             compress: config.data.compress,
             node_id: node_id(),
