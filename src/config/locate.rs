@@ -112,23 +112,17 @@ enum Seg {
     Index(usize),
 }
 
+/// The dotted key path, with list indexes as `[N]`.
 fn render(segs: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in segs {
-        match seg {
-            Seg::Key(k) if out.is_empty() => out.push_str(k),
-            Seg::Key(k) => {
-                out.push('.');
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
+    join(segs, |i| format!("[{i}]"))
 }
 
 /// The path with list indexes replaced by `[]`, as [`SCHEMA`] spells sections.
 fn normalized(segs: &[Seg]) -> String {
+    join(segs, |_| "[]".to_string())
+}
+
+fn join(segs: &[Seg], index: impl Fn(usize) -> String) -> String {
     let mut out = String::new();
     for seg in segs {
         match seg {
@@ -137,7 +131,7 @@ fn normalized(segs: &[Seg]) -> String {
                 out.push('.');
                 out.push_str(k);
             }
-            Seg::Index(_) => out.push_str("[]"),
+            Seg::Index(i) => out.push_str(&index(*i)),
         }
     }
     out
