@@ -33,13 +33,17 @@ fn rows(db: &Path) -> Vec<i64> {
         .collect()
 }
 
+/// A plain SQLite file to prepare states in, and the data directory's folder for `app.db`.
+fn database_dirs(plain: &Path, data: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let backing = data.join("dbs/app.db");
+    std::fs::create_dir_all(&backing).unwrap();
+    (plain.join("x.db"), backing)
+}
+
 #[test]
 fn a_committed_wal_transaction_missing_from_the_log_is_appended_not_truncated() {
-    let plain = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let source = plain.path().join("x.db");
-    let backing = data.path().join("dbs/app.db");
-    std::fs::create_dir_all(&backing).unwrap();
+    let (plain, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (source, backing) = database_dirs(plain.path(), data.path());
 
     let conn = rusqlite::Connection::open(&source).unwrap();
     conn.execute_batch(
@@ -81,11 +85,8 @@ fn a_committed_wal_transaction_missing_from_the_log_is_appended_not_truncated() 
 
 #[test]
 fn a_database_file_the_log_does_not_describe_is_rebuilt_from_the_log() {
-    let plain = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let source = plain.path().join("x.db");
-    let backing = data.path().join("dbs/app.db");
-    std::fs::create_dir_all(&backing).unwrap();
+    let (plain, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (source, backing) = database_dirs(plain.path(), data.path());
     let conn = rusqlite::Connection::open(&source).unwrap();
     conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
         .unwrap();
