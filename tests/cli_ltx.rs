@@ -6,6 +6,18 @@ use common::{fixture, ltx_fixtures};
 
 use assert_cmd::Command;
 
+/// The reference snapshot (TXID 1) and incremental file (TXID 2) of fixture `name` in `format`.
+fn snapshot_and_incremental(format: &str, name: &str) -> [std::path::PathBuf; 2] {
+    [
+        fixture(&format!(
+            "{format}/{name}-snapshot-0000000000000001-0000000000000001.ltx"
+        )),
+        fixture(&format!(
+            "{format}/{name}-incr-0000000000000002-0000000000000002.ltx"
+        )),
+    ]
+}
+
 fn ltxd() -> Command {
     Command::cargo_bin("ltxd").unwrap()
 }
@@ -90,12 +102,7 @@ fn apply_of_snapshot_then_incremental_reproduces_the_target_database() {
             ltxd()
                 .args(["ltx", "apply", "--db"])
                 .arg(&db)
-                .arg(fixture(&format!(
-                    "{format}/{name}-snapshot-0000000000000001-0000000000000001.ltx"
-                )))
-                .arg(fixture(&format!(
-                    "{format}/{name}-incr-0000000000000002-0000000000000002.ltx"
-                )))
+                .args(snapshot_and_incremental(format, name))
                 .assert()
                 .success();
             assert_eq!(
@@ -199,12 +206,7 @@ fn compact_merges_snapshot_and_incremental_into_one_snapshot() {
         ltxd()
             .args(["ltx", "compact", "-o"])
             .arg(&out)
-            .arg(fixture(&format!(
-                "{format}/small-snapshot-0000000000000001-0000000000000001.ltx"
-            )))
-            .arg(fixture(&format!(
-                "{format}/small-incr-0000000000000002-0000000000000002.ltx"
-            )))
+            .args(snapshot_and_incremental(format, "small"))
             .assert()
             .success();
         let db = dir.path().join(format!("{format}.db"));

@@ -123,6 +123,16 @@ proptest! {
     }
 }
 
+/// Compacting `files` fails with a broken chain.
+fn assert_compaction_breaks_the_chain(files: &[&std::path::PathBuf], out: &std::path::Path) {
+    let sources: Vec<LtxSource> = files.iter().map(LtxSource::file).collect();
+    let err = database::compact_files(&sources, out, None, false).unwrap_err();
+    assert!(
+        matches!(err, database::DatabaseError::BrokenChain { .. }),
+        "{err}"
+    );
+}
+
 #[test]
 fn compaction_refuses_a_gap_in_txids() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,17 +142,7 @@ fn compaction_refuses_a_gap_in_txids() {
     };
     let files = write_history(dir.path(), Format::V1, 2, &[tx.clone(), tx]);
     let out = dir.path().join("out.ltx");
-    let err = database::compact_files(
-        &[LtxSource::file(&files[0]), LtxSource::file(&files[2])],
-        &out,
-        None,
-        false,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, database::DatabaseError::BrokenChain { .. }),
-        "{err}"
-    );
+    assert_compaction_breaks_the_chain(&[&files[0], &files[2]], &out);
     assert!(!out.exists(), "a failed compaction must leave no output");
 }
 
@@ -157,17 +157,7 @@ fn compaction_refuses_a_broken_checksum_chain() {
     let ours = write_history(dir.path(), Format::V3, 2, &[tx(1), tx(2)]);
     let theirs = write_history(a.path(), Format::V3, 2, &[tx(9), tx(2)]);
     let out = dir.path().join("out.ltx");
-    let err = database::compact_files(
-        &[LtxSource::file(&ours[1]), LtxSource::file(&theirs[2])],
-        &out,
-        None,
-        false,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, database::DatabaseError::BrokenChain { .. }),
-        "{err}"
-    );
+    assert_compaction_breaks_the_chain(&[&ours[1], &theirs[2]], &out);
 }
 
 /// More inputs than one merge opens at once are merged in rounds, with the same result.
