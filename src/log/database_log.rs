@@ -239,6 +239,36 @@ impl DatabaseLog {
         )
     }
 
+    /// Replaces the whole log with one snapshot, as a replica does when the primary sends it one.
+    /// A crash in between leaves an empty log, and the replica then asks for a snapshot again.
+    pub fn reset_to_snapshot(&self, format: Format, ltx: &[u8]) -> Result<Record, LogError> {
+        {
+            let mut state = self.state();
+            let (records, snapshots) = (
+                std::mem::take(&mut state.records),
+                std::mem::take(&mut state.snapshots),
+            );
+            state.active = None;
+            let segments = std::mem::take(&mut state.segments);
+            for id in segments.keys() {
+                std::fs::remove_file(self.dir.join("segments").join(segment_file_name(*id)))?;
+            }
+            for snapshot in &snapshots {
+                std::fs::remove_file(
+                    self.dir
+                        .join("snapshots")
+                        .join(segment_file_name(snapshot.segment)),
+                )?;
+            }
+            crate::durable::sync_dir(&self.dir.join("segments"))?;
+            crate::durable::sync_dir(&self.dir.join("snapshots"))?;
+            self.update_index(Kind::Record, &[], &records);
+            self.update_index(Kind::Snapshot, &[], &snapshots);
+        }
+        self.publish_head(Pos::ZERO);
+        self.append_stream(format, ltx.len() as u64, ltx)
+    }
+
     /// Appends one LTX file held in memory. See [`DatabaseLog::append_stream`].
     pub fn append(&self, ltx: &[u8]) -> Result<Record, LogError> {
         let format = detect_format(&mut Cursor::new(ltx))?;

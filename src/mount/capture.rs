@@ -262,39 +262,18 @@ impl Capture {
         wal: Option<WalFields>,
     ) -> Result<Option<Pos>, CaptureError> {
         pages.retain(|(p, _)| *p <= commit && PageNo(*p) != page_size.lock_page());
-        let old_len = state.pages.len() as u32;
-        let mut checksum = state.checksum;
-        let mut updates = Vec::with_capacity(pages.len());
-        for (pgno, data) in &pages {
-            let old = state
-                .pages
-                .get(*pgno as usize - 1)
-                .copied()
-                .unwrap_or(Checksum::ZERO);
-            let new = page_checksum(PageNo(*pgno), data);
-            if old != Checksum::ZERO {
-                checksum.toggle(old);
-            }
-            checksum.toggle(new);
-            updates.push((*pgno, new));
-        }
-        for pgno in commit + 1..=old_len {
-            let old = state.pages[pgno as usize - 1];
-            if old != Checksum::ZERO {
-                checksum.toggle(old);
-            }
-        }
-        let zeros = vec![0u8; page_size.bytes()];
-        let grown: Vec<u32> = (old_len + 1..=commit)
-            .filter(|&p| PageNo(p) != page_size.lock_page() && !pages.iter().any(|(q, _)| *q == p))
+        let written: Vec<(u32, Checksum)> = pages
+            .iter()
+            .map(|(p, d)| (*p, page_checksum(PageNo(*p), d)))
             .collect();
-        for &pgno in &grown {
-            let sum = page_checksum(PageNo(pgno), &zeros);
-            checksum.toggle(sum);
-            updates.push((pgno, sum));
-        }
+        let next = state.next(page_size, commit, &written);
+        let (checksum, grown) = (next.checksum, next.grown.clone());
+        let zeros = vec![0u8; page_size.bytes()];
         let head = self.log.head();
-        if checksum == state.checksum && commit == old_len && head.txid != TxId::ZERO {
+        if checksum == state.checksum
+            && commit == state.pages.len() as u32
+            && head.txid != TxId::ZERO
+        {
             return Ok(None);
         }
         let txid = TxId(head.txid.0 + 1);
@@ -331,15 +310,50 @@ impl Capture {
         let (bytes, _) = encoder.finish(checksum.checksum())?;
         self.log
             .append_stream(Format::V1, bytes.len() as u64, bytes.as_slice())?;
-        state.pages.resize(commit as usize, Checksum::ZERO);
-        for (pgno, sum) in updates {
-            if pgno <= commit && PageNo(pgno) != page_size.lock_page() {
-                state.pages[pgno as usize - 1] = sum;
-            }
-        }
-        state.checksum = checksum;
-        state.page_size = Some(page_size);
+        state.install(page_size, commit, next);
         Ok(Some(Pos::new(txid, checksum.checksum())))
+    }
+}
+
+impl Capture {
+    /// Applies a replicated LTX file: verifies it, appends it to the log (a snapshot replaces the
+    /// log), writes its pages to the database file and truncates it to the commit size. The
+    /// caller holds the database's SQLite locks, so no reader sees a partial state.
+    pub fn apply(&self, ltx: &[u8]) -> Result<Pos, CaptureError> {
+        let mut state = self.state();
+        let format = crate::ltx::detect_format(&mut std::io::Cursor::new(ltx))?;
+        let verified = crate::ltx::Decoder::new(ltx, format)?.verify()?;
+        let header = &verified.header;
+        let page_size = header.page_size()?;
+        if header.is_snapshot() {
+            self.log.reset_to_snapshot(format, ltx)?;
+            state.pages.clear();
+            state.checksum = DatabaseChecksum::new();
+        } else {
+            self.log.append_stream(format, ltx.len() as u64, ltx)?;
+        }
+        let db = open_rw(&database_path(&self.dir))?;
+        let ps = u64::from(page_size.get());
+        let mut decoder = crate::ltx::Decoder::new(ltx, format)?;
+        let mut page = vec![0u8; page_size.bytes()];
+        let mut written = Vec::new();
+        while let Some(frame) = decoder.next_page(&mut page)? {
+            db.write_all_at(&page, u64::from(frame.pgno.0 - 1) * ps)?;
+            written.push((frame.pgno.0, page_checksum(frame.pgno, &page)));
+        }
+        decoder.finish()?;
+        db.set_len(u64::from(header.commit) * ps)?;
+        let next = state.next(page_size, header.commit, &written);
+        if next.checksum.checksum() != verified.trailer.post_apply_checksum {
+            return Err(self.unrecoverable(
+                "the applied database does not match the file's post-apply checksum",
+            ));
+        }
+        state.install(page_size, header.commit, next);
+        Ok(Pos::new(
+            header.max_txid,
+            verified.trailer.post_apply_checksum,
+        ))
     }
 }
 
@@ -423,7 +437,77 @@ impl Logical {
     }
 }
 
+/// The logical database after a commit: its checksum, every page checksum that changed, and the
+/// pages it grew without writing (zeros).
+#[derive(Clone, Debug)]
+pub(super) struct NextState {
+    pub checksum: DatabaseChecksum,
+    pub updates: Vec<(u32, Checksum)>,
+    pub grown: Vec<u32>,
+}
+
 impl State {
+    /// The state after a commit that leaves `commit` pages with `written` pages changed.
+    pub(super) fn next(
+        &self,
+        page_size: PageSize,
+        commit: u32,
+        written: &[(u32, Checksum)],
+    ) -> NextState {
+        let old_len = self.pages.len() as u32;
+        let mut checksum = self.checksum;
+        let mut updates = Vec::with_capacity(written.len());
+        for &(pgno, new) in written
+            .iter()
+            .filter(|(p, _)| *p <= commit && PageNo(*p) != page_size.lock_page())
+        {
+            let old = self
+                .pages
+                .get(pgno as usize - 1)
+                .copied()
+                .unwrap_or(Checksum::ZERO);
+            if old != Checksum::ZERO {
+                checksum.toggle(old);
+            }
+            checksum.toggle(new);
+            updates.push((pgno, new));
+        }
+        for pgno in commit + 1..=old_len {
+            let old = self.pages[pgno as usize - 1];
+            if old != Checksum::ZERO {
+                checksum.toggle(old);
+            }
+        }
+        let zeros = vec![0u8; page_size.bytes()];
+        let grown: Vec<u32> = (old_len + 1..=commit)
+            .filter(|&p| {
+                PageNo(p) != page_size.lock_page() && !written.iter().any(|(q, _)| *q == p)
+            })
+            .collect();
+        for &pgno in &grown {
+            let sum = page_checksum(PageNo(pgno), &zeros);
+            checksum.toggle(sum);
+            updates.push((pgno, sum));
+        }
+        NextState {
+            checksum,
+            updates,
+            grown,
+        }
+    }
+
+    /// Makes `next` the current state.
+    pub(super) fn install(&mut self, page_size: PageSize, commit: u32, next: NextState) {
+        self.pages.resize(commit as usize, Checksum::ZERO);
+        for (pgno, sum) in next.updates {
+            if pgno <= commit && PageNo(pgno) != page_size.lock_page() {
+                self.pages[pgno as usize - 1] = sum;
+            }
+        }
+        self.checksum = next.checksum;
+        self.page_size = Some(page_size);
+    }
+
     /// Capture state for a database whose logical content is `logical`.
     pub(super) fn from_logical(logical: Logical) -> State {
         State {

@@ -45,7 +45,7 @@ pub struct MountOptions {
 
 /// The databases known to the mount, by index (inode numbers derive from the index).
 #[derive(Default)]
-struct Databases {
+pub(super) struct Databases {
     names: Vec<String>,
     captures: Vec<Arc<Capture>>,
 }
@@ -56,15 +56,21 @@ struct Handle {
     kind: FileKind,
 }
 
+/// The state the file system shares with the code that applies replicated LTX files.
+pub(super) struct Shared {
+    pub(super) options: MountOptions,
+    pub(super) log: Arc<Log>,
+    pub(super) databases: RwLock<Databases>,
+    pub(super) locks: Mutex<HashMap<u64, LockTable>>,
+    pub(super) lock_changes: LockWaiters,
+    pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
+}
+
 /// The ltxd FUSE file system.
 pub struct LtxdFs {
-    options: MountOptions,
-    log: Arc<Log>,
-    databases: RwLock<Databases>,
+    shared: Arc<Shared>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
-    locks: Mutex<HashMap<u64, LockTable>>,
-    lock_changes: LockWaiters,
     uid: u32,
     gid: u32,
 }
@@ -80,26 +86,37 @@ fn capture_failed(db: &str, err: &CaptureError) -> Errno {
 }
 
 impl LtxdFs {
+    /// The state shared with the applier of replicated LTX files.
+    pub fn applier(&self) -> super::Applier {
+        super::Applier::new(Arc::clone(&self.shared))
+    }
+
     /// A file system over the databases of `log`, opening (and recovering) each one.
     pub fn new(options: MountOptions, log: Arc<Log>) -> Result<LtxdFs, CaptureError> {
-        let fs = LtxdFs {
+        let shared = Shared {
             options,
             log,
             databases: RwLock::new(Databases::default()),
-            handles: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
             locks: Mutex::new(HashMap::new()),
             lock_changes: LockWaiters::new(),
+            notifier: std::sync::OnceLock::new(),
+        };
+        let fs = LtxdFs {
+            shared: Arc::new(shared),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
             uid: daemon_uid(),
             gid: daemon_gid(),
         };
-        for name in fs.log.database_names() {
-            fs.open_database(&name)?;
+        for name in fs.shared.log.database_names() {
+            fs.shared.open_database(&name)?;
         }
         Ok(fs)
     }
+}
 
-    fn open_database(&self, name: &str) -> Result<usize, CaptureError> {
+impl Shared {
+    pub(super) fn open_database(&self, name: &str) -> Result<usize, CaptureError> {
         if let Some(index) = self.database_index(name) {
             return Ok(index);
         }
@@ -115,21 +132,43 @@ impl LtxdFs {
         Ok(dbs.names.len() - 1)
     }
 
-    fn database_index(&self, name: &str) -> Option<usize> {
+    pub(super) fn database_index(&self, name: &str) -> Option<usize> {
         let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
         dbs.names.iter().position(|n| n == name)
     }
 
-    fn capture(&self, db: usize) -> Option<Arc<Capture>> {
+    pub(super) fn capture(&self, db: usize) -> Option<Arc<Capture>> {
         let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
         dbs.captures.get(db).cloned()
     }
 
-    fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
+    pub(super) fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
         let capture = self.capture(db)?;
         Some(capture.dir().join(kind.backing_name()?))
     }
 
+    pub(super) fn with_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        f(locks.entry(ino).or_default())
+    }
+
+    /// Changes the lock table of `ino`, drops it once empty, and wakes blocked lock requests.
+    pub(super) fn release_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
+        let result = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let table = locks.entry(ino).or_default();
+            let result = f(table);
+            if table.is_empty() {
+                locks.remove(&ino);
+            }
+            result
+        };
+        self.lock_changes.notify();
+        result
+    }
+}
+
+impl LtxdFs {
     fn attr(
         &self,
         ino: u64,
@@ -159,7 +198,7 @@ impl LtxdFs {
     }
 
     fn file_perm(&self) -> u16 {
-        if self.options.writable {
+        if self.shared.options.writable {
             0o644
         } else {
             0o444
@@ -170,8 +209,8 @@ impl LtxdFs {
     fn lookup_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
         match ino {
             ROOT_INO => Ok(self.attr(ROOT_INO, FileType::Directory, 0o755, None, 0)),
-            PRIMARY_INO => match &self.options.primary_hostname {
-                Some(host) if !self.options.writable => Ok(self.attr(
+            PRIMARY_INO => match &self.shared.options.primary_hostname {
+                Some(host) if !self.shared.options.writable => Ok(self.attr(
                     PRIMARY_INO,
                     FileType::RegularFile,
                     0o444,
@@ -183,12 +222,12 @@ impl LtxdFs {
             _ => {
                 let (db, kind) = names::from_inode(ino).ok_or(Errno::ENOENT)?;
                 if kind == FileKind::Pos {
-                    self.capture(db).ok_or(Errno::ENOENT)?;
+                    self.shared.capture(db).ok_or(Errno::ENOENT)?;
                     return Ok(self.attr(ino, FileType::RegularFile, 0o444, None, 34));
                 }
-                let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+                let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
                 let meta = std::fs::metadata(&path).map_err(|e| errno(&e))?;
-                if kind == FileKind::Database && meta.len() == 0 && !self.options.writable {
+                if kind == FileKind::Database && meta.len() == 0 && !self.shared.options.writable {
                     return Err(Errno::ENOENT);
                 }
                 Ok(self.attr(ino, FileType::RegularFile, self.file_perm(), Some(&meta), 0))
@@ -199,6 +238,7 @@ impl LtxdFs {
     fn virtual_content(&self, ino: u64) -> Option<Vec<u8>> {
         if ino == PRIMARY_INO {
             return self
+                .shared
                 .options
                 .primary_hostname
                 .as_ref()
@@ -208,7 +248,7 @@ impl LtxdFs {
         if kind != FileKind::Pos {
             return None;
         }
-        Some(format!("{}\n", self.capture(db)?.pos()).into_bytes())
+        Some(format!("{}\n", self.shared.capture(db)?.pos()).into_bytes())
     }
 
     fn new_handle(&self, handle: Handle) -> u64 {
@@ -226,43 +266,34 @@ impl LtxdFs {
         Some((Arc::clone(h.file.as_ref()?), h.db, h.kind))
     }
 
-    fn with_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        f(locks.entry(ino).or_default())
-    }
-
-    /// Changes the lock table of `ino`, drops it once empty, and wakes blocked lock requests.
-    fn release_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
-        let result = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            let table = locks.entry(ino).or_default();
-            let result = f(table);
-            if table.is_empty() {
-                locks.remove(&ino);
-            }
-            result
-        };
-        self.lock_changes.notify();
-        result
-    }
-
     /// Captures a WAL commit if `owner` held the WAL write lock and is giving it up.
     fn commit_wal_if_writer(&self, db: usize, held_write: bool) -> Result<(), Errno> {
         if !held_write {
             return Ok(());
         }
-        let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+        let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
         capture
             .commit_wal()
             .map(|_| ())
             .map_err(|e| capture_failed(capture.name(), &e))
     }
 
+    /// Refuses to change a file on a replica, except the WAL index, which readers write.
     fn check_writable(&self, kind: FileKind) -> Result<(), Errno> {
-        if self.options.writable || kind == FileKind::Shm {
+        if self.shared.options.writable || kind == FileKind::Shm {
             Ok(())
         } else {
             Err(Errno::EROFS)
+        }
+    }
+
+    /// Refuses to open or create a file for writing on a replica, except the WAL and its index:
+    /// SQLite opens both read-write even for a read-only connection, and only falls back to
+    /// read-only when the file already exists. Writes to the WAL are still refused.
+    fn check_openable_for_write(&self, kind: FileKind) -> Result<(), Errno> {
+        match kind {
+            FileKind::Wal | FileKind::Shm => Ok(()),
+            _ => self.check_writable(kind),
         }
     }
 
@@ -273,7 +304,7 @@ impl LtxdFs {
         write: bool,
         create: bool,
     ) -> Result<File, Errno> {
-        let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+        let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
         OpenOptions::new()
             .read(true)
             .write(write)
@@ -312,7 +343,7 @@ impl Filesystem for LtxdFs {
         }
         let ino = match name.to_str().and_then(names::parse) {
             Some(Name::Primary) => PRIMARY_INO,
-            Some(Name::File(db, kind)) => match self.database_index(&db) {
+            Some(Name::File(db, kind)) => match self.shared.database_index(&db) {
                 Some(index) => names::inode(index, kind),
                 None => return reply.error(Errno::ENOENT),
             },
@@ -353,7 +384,7 @@ impl Filesystem for LtxdFs {
             if let Some(size) = size {
                 let (db, kind) = names::from_inode(ino.0).ok_or(Errno::EPERM)?;
                 self.check_writable(kind)?;
-                let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+                let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
                 match kind {
                     FileKind::Journal if size == 0 => {
                         capture
@@ -383,9 +414,9 @@ impl Filesystem for LtxdFs {
             let Some(Name::File(db_name, kind)) = name.to_str().and_then(names::parse) else {
                 return Err(Errno::EPERM);
             };
-            let db = self.database_index(&db_name).ok_or(Errno::ENOENT)?;
+            let db = self.shared.database_index(&db_name).ok_or(Errno::ENOENT)?;
             self.check_writable(kind)?;
-            let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+            let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             match kind {
                 FileKind::Journal => {
                     capture
@@ -402,7 +433,7 @@ impl Filesystem for LtxdFs {
                     return Err(Errno::EPERM);
                 }
             }
-            let path = self.backing_path(db, kind).ok_or(Errno::ENOENT)?;
+            let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
             std::fs::remove_file(path).map_err(|e| errno(&e))
         })();
         match result {
@@ -425,7 +456,7 @@ impl Filesystem for LtxdFs {
             let (db, kind) = names::from_inode(ino.0).ok_or(Errno::ENOENT)?;
             let write = Self::wants_write(flags);
             if write {
-                self.check_writable(kind)?;
+                self.check_openable_for_write(kind)?;
             }
             let file = self.open_backing(db, kind, write, false)?;
             let fh = self.new_handle(Handle {
@@ -461,11 +492,11 @@ impl Filesystem for LtxdFs {
             if kind == FileKind::Pos {
                 return Err(Errno::EACCES);
             }
-            self.check_writable(kind)?;
-            let db = match self.database_index(&db_name) {
+            self.check_openable_for_write(kind)?;
+            let db = match self.shared.database_index(&db_name) {
                 Some(db) => db,
                 None if kind == FileKind::Database => {
-                    self.open_database(&db_name).map_err(|e| {
+                    self.shared.open_database(&db_name).map_err(|e| {
                         tracing::error!(db = db_name, %e, "cannot create the database");
                         Errno::EIO
                     })?
@@ -542,7 +573,7 @@ impl Filesystem for LtxdFs {
         let result = (|| -> Result<(), Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
             self.check_writable(kind)?;
-            let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+            let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             match kind {
                 FileKind::Journal
                     if offset == 0 && data.len() == 28 && data.iter().all(|&b| b == 0) =>
@@ -553,7 +584,7 @@ impl Filesystem for LtxdFs {
                 }
                 FileKind::Wal => {
                     let shm = names::inode(db, FileKind::Shm);
-                    let writer_holds_lock = self.with_locks(shm, |t| {
+                    let writer_holds_lock = self.shared.with_locks(shm, |t| {
                         t.others_hold(u64::MAX, WAL_WRITE_LOCK, WAL_WRITE_LOCK)
                     });
                     if !writer_holds_lock {
@@ -590,7 +621,9 @@ impl Filesystem for LtxdFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let released = self.release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
+        let released = self
+            .shared
+            .release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
         let held_write = released.iter().any(|&(start, end, kind)| {
             kind == LockKind::Write && (start..=end).contains(&WAL_WRITE_LOCK)
         });
@@ -684,6 +717,7 @@ impl Filesystem for LtxdFs {
             entries.push((PRIMARY_INO, FileType::RegularFile, ".primary".to_string()));
         }
         let names: Vec<String> = self
+            .shared
             .databases
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -712,7 +746,7 @@ impl Filesystem for LtxdFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match statvfs(&self.options.data_dir) {
+        match statvfs(&self.shared.options.data_dir) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
             ),
@@ -737,7 +771,10 @@ impl Filesystem for LtxdFs {
         } else {
             LockKind::Read
         };
-        match self.with_locks(ino.0, |t| t.test(lock_owner.0, start, end, kind)) {
+        match self
+            .shared
+            .with_locks(ino.0, |t| t.test(lock_owner.0, start, end, kind))
+        {
             Some(c) => {
                 let typ = if c.kind == LockKind::Write {
                     libc::F_WRLCK
@@ -768,7 +805,7 @@ impl Filesystem for LtxdFs {
             .filter(|(_, k)| *k == FileKind::Shm)
             .map(|(db, _)| db);
         if typ == libc::F_UNLCK {
-            let held_write = self.release_locks(ino.0, |t| {
+            let held_write = self.shared.release_locks(ino.0, |t| {
                 let held = t.held(owner, WAL_WRITE_LOCK) == Some(LockKind::Write)
                     && (start..=end).contains(&WAL_WRITE_LOCK);
                 t.unlock(owner, start, end);
@@ -789,7 +826,7 @@ impl Filesystem for LtxdFs {
             LockKind::Read
         };
         let attempt = || {
-            self.with_locks(ino.0, |t| {
+            self.shared.with_locks(ino.0, |t| {
                 // A checkpoint must not copy frames of a commit that is not in the log yet.
                 let ckpt = shm.is_some() && (start..=end).contains(&WAL_CKPT_LOCK);
                 if ckpt && t.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK) {
@@ -800,7 +837,9 @@ impl Filesystem for LtxdFs {
             })
         };
         let granted = if sleep {
-            self.lock_changes.wait_for(Duration::from_secs(30), attempt)
+            self.shared
+                .lock_changes
+                .wait_for(Duration::from_secs(30), attempt)
         } else {
             attempt()
         };

@@ -7,6 +7,7 @@
 //! the file operation that completes the commit returns, so an acknowledged commit is always in
 //! the log.
 
+mod apply;
 mod capture;
 mod fs;
 mod lock_wait;
@@ -14,8 +15,10 @@ mod locks;
 mod names;
 mod recovery;
 mod session;
+mod shm;
 mod wal;
 
+pub use apply::{Applier, ApplyError};
 pub use capture::{now_ms, CaptureError, CaptureOptions};
 pub use fs::{LtxdFs, MountOptions};
 pub use session::{clear_stale_mount, Mounted};

@@ -34,7 +34,10 @@ impl Mounted {
         };
         config.n_threads = Some(threads.max(1));
         config.clone_fd = true;
-        let session = fuser::Session::new(fs, dir, &config)?.spawn()?;
+        let applier = fs.applier();
+        let session = fuser::Session::new(fs, dir, &config)?;
+        applier.set_notifier(session.notifier());
+        let session = session.spawn()?;
         Ok(Mounted {
             session,
             dir: dir.to_path_buf(),

@@ -1,0 +1,143 @@
+//! Applying replicated LTX files to a mounted database, atomically with respect to its readers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::capture::CaptureError;
+use super::fs::Shared;
+use super::locks::{Holder, LockKind};
+use super::names::{self, FileKind};
+use super::shm::{rewrite_header, ShmState};
+use crate::ltx::Pos;
+
+/// The lock owner the applier uses; no FUSE lock owner takes this value.
+const APPLIER: u64 = u64::MAX;
+/// PENDING, RESERVED and the SHARED range of a SQLite database file.
+const DATABASE_LOCKS: (u64, u64) = (0x4000_0000, 0x4000_0002 + 509);
+/// The WAL index's WRITE, CKPT, RECOVER and READ0-4 lock bytes.
+const SHM_LOCKS: (u64, u64) = (120, 127);
+/// How long an apply waits for readers to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a replicated LTX file was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Readers held the database longer than the applier waits.
+    #[error("database {0}: readers held their locks too long")]
+    Busy(String),
+    /// The capture layer refused or failed the file.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// An I/O error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Applies replicated LTX files to the mount's databases.
+#[derive(Clone)]
+pub struct Applier {
+    shared: Arc<Shared>,
+}
+
+impl Applier {
+    pub(super) fn new(shared: Arc<Shared>) -> Applier {
+        Applier { shared }
+    }
+
+    /// Gives the applier the kernel notifier, once the file system is mounted.
+    pub fn set_notifier(&self, notifier: fuser::Notifier) {
+        let _ = self.shared.notifier.set(notifier);
+    }
+
+    /// The position of database `name`, or zero if the mount does not have it.
+    pub fn position(&self, name: &str) -> Pos {
+        self.shared
+            .database_index(name)
+            .and_then(|db| self.shared.capture(db))
+            .map_or(Pos::ZERO, |c| c.pos())
+    }
+
+    /// Applies one LTX file to database `name` (creating it), holding its SQLite locks so that
+    /// readers see the database before or after the file, never in between; then rewrites the
+    /// WAL index for WAL-mode readers and drops the kernel's cached pages.
+    pub fn apply(&self, name: &str, ltx: &[u8]) -> Result<Pos, ApplyError> {
+        let db = self.shared.open_database(name)?;
+        let capture = self
+            .shared
+            .capture(db)
+            .ok_or_else(|| ApplyError::Busy(name.to_string()))?;
+        let (db_ino, shm_ino) = (
+            names::inode(db, FileKind::Database),
+            names::inode(db, FileKind::Shm),
+        );
+        let holder = Holder {
+            owner: APPLIER,
+            pid: std::process::id(),
+        };
+        let lock = |ino: u64, (start, end): (u64, u64)| {
+            self.shared.lock_changes.wait_for(LOCK_WAIT, || {
+                self.shared
+                    .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
+            })
+        };
+        let locked = lock(db_ino, DATABASE_LOCKS).and_then(|()| lock(shm_ino, SHM_LOCKS));
+        let result = match locked {
+            Err(_) => Err(ApplyError::Busy(name.to_string())),
+            Ok(()) => self.apply_locked(&capture, db_ino, shm_ino, ltx),
+        };
+        for ino in [db_ino, shm_ino] {
+            self.shared.release_locks(ino, |t| t.unlock_all(APPLIER));
+        }
+        result
+    }
+
+    fn apply_locked(
+        &self,
+        capture: &super::capture::Capture,
+        db_ino: u64,
+        shm_ino: u64,
+        ltx: &[u8],
+    ) -> Result<Pos, ApplyError> {
+        self.invalidate(shm_ino);
+        let pos = capture.apply(ltx)?;
+        let shm_path = capture.dir().join("shm");
+        if let Ok(mut shm) = std::fs::read(&shm_path) {
+            let db = std::fs::File::open(capture.dir().join("database"))?;
+            let len = db.metadata()?.len();
+            let mut header = [0u8; 100];
+            std::os::unix::fs::FileExt::read_exact_at(&db, &mut header, 0)?;
+            if let Some(page_size) = crate::ltx::PageSize::from_sqlite_header(&header) {
+                let pages = (len / u64::from(page_size.get())) as u32;
+                rewrite_header(
+                    &mut shm,
+                    ShmState {
+                        page_size: page_size.get(),
+                        pages,
+                    },
+                );
+                std::fs::write(&shm_path, &shm)?;
+            }
+        }
+        // Readers may hold the WAL open: empty it rather than remove it.
+        if let Ok(wal) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(capture.dir().join("wal"))
+        {
+            wal.set_len(0)?;
+        }
+        self.invalidate(db_ino);
+        self.invalidate(shm_ino);
+        Ok(pos)
+    }
+
+    /// Drops the kernel's cached pages of an inode, writing back any dirty ones first.
+    fn invalidate(&self, ino: u64) {
+        if let Some(notifier) = self.shared.notifier.get() {
+            if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+                if err.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::warn!(ino, %err, "cannot invalidate the kernel cache");
+                }
+            }
+        }
+    }
+}
