@@ -7,11 +7,10 @@ use super::capture::CaptureError;
 use super::fs::Shared;
 use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind};
+use super::parked::APPLIER;
 use super::shm::{rewrite_header, ShmState};
 use crate::ltx::Pos;
 
-/// The lock owner the applier uses; no FUSE lock owner takes this value.
-const APPLIER: u64 = u64::MAX;
 /// PENDING, RESERVED and the SHARED range of a SQLite database file.
 const DATABASE_LOCKS: (u64, u64) = (0x4000_0000, 0x4000_0002 + 509);
 /// The WAL index's WRITE, CKPT, RECOVER and READ0-4 lock bytes.
@@ -80,13 +79,17 @@ impl Applier {
                     .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
             })
         };
-        let locked = lock(db_ino, DATABASE_LOCKS).and_then(|()| lock(shm_ino, SHM_LOCKS));
+        // PENDING first, as a SQLite writer does: new readers then wait (parked) while the
+        // applier waits for the current ones to finish.
+        let locked = lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
+            .and_then(|()| lock(db_ino, DATABASE_LOCKS))
+            .and_then(|()| lock(shm_ino, SHM_LOCKS));
         let result = match locked {
             Err(_) => Err(ApplyError::Busy(name.to_string())),
             Ok(()) => self.apply_locked(&capture, db_ino, shm_ino, ltx),
         };
         for ino in [db_ino, shm_ino] {
-            self.shared.release_locks(ino, |t| t.unlock_all(APPLIER));
+            self.shared.release_applier_locks(ino);
         }
         result
     }

@@ -21,6 +21,7 @@ use super::capture::{Capture, CaptureError, CaptureOptions};
 use super::lock_wait::LockWaiters;
 use super::locks::{Holder, LockKind, LockTable};
 use super::names::{self, FileKind, Name, PRIMARY_INO, ROOT_INO};
+use super::parked::{blocked_only_by_applier, ParkedLock, APPLIER};
 use crate::log::Log;
 
 /// How long the kernel may cache names and attributes.
@@ -64,6 +65,8 @@ pub(super) struct Shared {
     pub(super) locks: Mutex<HashMap<u64, LockTable>>,
     pub(super) lock_changes: LockWaiters,
     pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Lock requests waiting for the applier; see [`super::parked`].
+    pub(super) parked: Mutex<Vec<ParkedLock>>,
 }
 
 /// The ltxd FUSE file system.
@@ -100,6 +103,7 @@ impl LtxdFs {
             locks: Mutex::new(HashMap::new()),
             lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
+            parked: Mutex::new(Vec::new()),
         };
         let fs = LtxdFs {
             shared: Arc::new(shared),
@@ -165,6 +169,70 @@ impl Shared {
         };
         self.lock_changes.notify();
         result
+    }
+
+    /// Grants a lock request at once, parks it until the applier releases the locks that block
+    /// it, or refuses it.
+    pub(super) fn lock_or_park(&self, request: ParkedLock) {
+        let answer = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let table = locks.entry(request.ino).or_default();
+            match request.retry(table) {
+                Ok(()) => Ok(()),
+                Err(_)
+                    if blocked_only_by_applier(
+                        table,
+                        request.holder.owner,
+                        request.start,
+                        request.end,
+                        request.kind,
+                    ) =>
+                {
+                    let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+                    parked.push(request);
+                    return;
+                }
+                Err(err) => Err(err),
+            }
+        };
+        match answer {
+            Ok(()) => request.reply.ok(),
+            Err(err) => request.reply.error(err),
+        }
+    }
+
+    /// Releases the applier's locks on `ino` and answers the requests parked behind them, in
+    /// the order they came, before the applier can lock again.
+    pub(super) fn release_applier_locks(&self, ino: u64) {
+        let answers: Vec<_> = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let table = locks.entry(ino).or_default();
+            table.unlock_all(APPLIER);
+            let waiting: Vec<ParkedLock> = {
+                let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+                let (waiting, others) = parked.drain(..).partition(|p| p.ino == ino);
+                *parked = others;
+                waiting
+            };
+            let answers = waiting
+                .into_iter()
+                .map(|request| {
+                    let answer = request.retry(table);
+                    (request.reply, answer)
+                })
+                .collect();
+            if table.is_empty() {
+                locks.remove(&ino);
+            }
+            answers
+        };
+        for (reply, answer) in answers {
+            match answer {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(err),
+            }
+        }
+        self.lock_changes.notify();
     }
 }
 
@@ -825,6 +893,16 @@ impl Filesystem for LtxdFs {
         } else {
             LockKind::Read
         };
+        if !self.shared.options.writable && !sleep {
+            return self.shared.lock_or_park(ParkedLock {
+                ino: ino.0,
+                holder: Holder { owner, pid },
+                start,
+                end,
+                kind,
+                reply,
+            });
+        }
         let attempt = || {
             self.shared.with_locks(ino.0, |t| {
                 // A checkpoint must not copy frames of a commit that is not in the log yet.

@@ -143,10 +143,23 @@ impl LockTable {
     /// F_GETLK: the first lock (lowest start) of another owner that would block this request, if
     /// any.
     pub fn test(&self, owner: u64, start: u64, end: u64, kind: LockKind) -> Option<Conflict> {
+        self.test_ignoring(owner, owner, start, end, kind)
+    }
+
+    /// Like [`LockTable::test`], but the locks of `ignored` do not conflict either.
+    pub fn test_ignoring(
+        &self,
+        owner: u64,
+        ignored: u64,
+        start: u64,
+        end: u64,
+        kind: LockKind,
+    ) -> Option<Conflict> {
         self.locks
             .iter()
             .find(|lock| {
                 lock.holder.owner != owner
+                    && lock.holder.owner != ignored
                     && lock.overlaps(start, end)
                     && (kind == LockKind::Write || lock.kind == LockKind::Write)
             })

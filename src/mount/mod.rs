@@ -13,6 +13,7 @@ mod fs;
 mod lock_wait;
 mod locks;
 mod names;
+mod parked;
 mod recovery;
 mod session;
 mod shm;
