@@ -51,6 +51,8 @@ pub enum Frame {
     Ltx {
         /// The database.
         db: String,
+        /// The file's length, or 0 when unknown (LiteFS always sends 0).
+        size: u64,
     },
     /// The first full pass over the databases is done.
     Ready,
@@ -132,9 +134,9 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
 /// Encodes a frame header. For [`Frame::Ltx`], follow it with [`encode_chunks`] of the file.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::Ltx { db } => {
+        Frame::Ltx { db, size } => {
             out.extend_from_slice(&LTX.to_be_bytes());
-            out.extend_from_slice(&0u64.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
             put_name(out, db);
         }
         Frame::Ready => out.extend_from_slice(&READY.to_be_bytes()),
@@ -234,8 +236,11 @@ impl FrameDecoder {
     fn frame(r: &mut Reader<'_>) -> Result<Frame, WireError> {
         Ok(match r.u32("frame type")? {
             LTX => {
-                r.u64("frame size")?;
-                Frame::Ltx { db: r.name()? }
+                let size = r.u64("frame size")?;
+                Frame::Ltx {
+                    db: r.name()?,
+                    size,
+                }
             }
             READY => Frame::Ready,
             END => Frame::End,
@@ -355,6 +360,7 @@ mod tests {
         encode_frame(
             &Frame::Ltx {
                 db: "app.db".into(),
+                size: ltx.len() as u64,
             },
             &mut stream,
         );
@@ -391,7 +397,8 @@ mod tests {
             assert_eq!(
                 events[0],
                 Event::Frame(Frame::Ltx {
-                    db: "app.db".into()
+                    db: "app.db".into(),
+                    size: ltx.len() as u64,
                 })
             );
             let data: Vec<u8> = events

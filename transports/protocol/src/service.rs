@@ -1,0 +1,148 @@
+//! The boundary between the replication protocol and a transport.
+//!
+//! A transport is a thin adapter. On the primary it carries a [`StreamRequest`] to a
+//! [`Service`] and the service's frame bytes back; on the replica a [`Connector`] does the
+//! reverse. The frame bytes are LiteFS's `/stream` encoding ([`crate::wire`]) on every
+//! transport, so nothing above this boundary knows which transport is in use.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::{Features, StreamRequest};
+
+/// A future a transport returns; boxed so that the traits can be used as `dyn` objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Encoded frames, as the primary produces them and the replica consumes them.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// The primary's answer to a subscription.
+pub struct StreamResponse {
+    /// The primary's node ID.
+    pub node_id: u64,
+    /// The cluster ID, if the primary has one.
+    pub cluster_id: Option<String>,
+    /// The primary's lease epoch, when it states one (an ltxd extension).
+    pub epoch: Option<u64>,
+    /// The extensions in use on this stream.
+    pub features: Features,
+    /// The frames.
+    pub body: ByteStream,
+}
+
+impl std::fmt::Debug for StreamResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResponse")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("epoch", &self.epoch)
+            .field("features", &self.features)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a primary refused a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// This node is not the primary.
+    #[error("this node is not the primary")]
+    NotPrimary,
+    /// The caller is this node.
+    #[error("cannot connect to self")]
+    SelfConnect,
+    /// The request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The caller did not authenticate.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+}
+
+/// A node's state, as `GET /info` reports it. The first fields are LiteFS's; `databases` is an
+/// ltxd extension that LiteFS clients ignore.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// The cluster ID, if set.
+    #[serde(rename = "clusterID", default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// True on the primary.
+    pub is_primary: bool,
+    /// True if the node may become primary.
+    pub candidate: bool,
+    /// The data directory.
+    #[serde(default)]
+    pub path: String,
+    /// The primary, as this node knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<PrimaryRef>,
+    /// Each database's position and lag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, DatabaseStatus>,
+}
+
+/// The primary, as `/info` names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrimaryRef {
+    /// The primary's hostname.
+    pub hostname: String,
+}
+
+/// One database on a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// The TXID, as 16 hex digits.
+    pub txid: String,
+    /// The post-apply checksum, as 16 hex digits.
+    pub checksum: String,
+    /// On a replica, how far behind the primary's clock the last applied transaction is (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
+}
+
+/// The primary side: what a transport serves.
+pub trait Service: Send + Sync + 'static {
+    /// Opens a replication stream for a replica.
+    fn subscribe(&self, request: StreamRequest) -> Result<StreamResponse, Refusal>;
+    /// This node's state.
+    fn info(&self) -> NodeInfo;
+}
+
+/// Why a replica could not subscribe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not one this transport handles.
+    #[error("bad URL {0}")]
+    BadUrl(String),
+    /// The peer refused.
+    #[error("refused with status {status}: {message}")]
+    Refused {
+        /// The status code (HTTP's, or its equivalent).
+        status: u16,
+        /// The peer's message.
+        message: String,
+    },
+    /// The connection failed.
+    #[error("connection failed: {0}")]
+    Io(String),
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The replica side: how a transport reaches a primary.
+pub trait Connector: Send + Sync {
+    /// Subscribes to the primary at `url`.
+    fn subscribe<'a>(
+        &'a self,
+        url: &'a str,
+        request: &'a StreamRequest,
+    ) -> BoxFuture<'a, Result<StreamResponse, ConnectError>>;
+    /// Reads a node's state.
+    fn info<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<NodeInfo, ConnectError>>;
+}
