@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn pos(txid: u64) -> Pos {
-        Pos::new(TxId(txid), Checksum(Checksum::FLAG | txid * 10))
+        Pos::new(TxId(txid), Checksum(Checksum::FLAG | (txid * 10)))
     }
 
     impl FakeLog {
