@@ -9,4 +9,5 @@ pub mod durable;
 pub mod log;
 pub mod ltx;
 pub mod mount;
+pub mod replication;
 pub mod workload;

@@ -1,4 +1,5 @@
-//! `ltxd mount`: the mount daemon on a static lease.
+//! `ltxd mount`: the mount daemon. It takes its role from the lease, serves the log to replicas
+//! at `http.addr` on the primary, and follows the primary on a replica.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use clap::Args;
 use ltxd::config::{process_env, Config, LeaseType};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
+use ltxd::replication::{Follower, FollowerOptions, LogService, NodeState};
 use ltxd_lease::{Lease, LeaseError, Leaser, PrimaryInfo};
 use ltxd_lease_static::StaticLeaser;
 
@@ -65,10 +67,7 @@ enum Role {
 }
 
 /// Asks the lease who is primary: this node, or another.
-fn role_from_lease(leaser: &dyn Leaser) -> anyhow::Result<Role> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+fn role_from_lease(runtime: &tokio::runtime::Runtime, leaser: &dyn Leaser) -> anyhow::Result<Role> {
     runtime.block_on(async {
         match leaser.acquire().await {
             Ok(lease) => Ok(Role::Primary(lease)),
@@ -98,31 +97,75 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         &config.lease.hostname,
         &config.lease.advertise_url,
     );
-    let (lease, primary) = match role_from_lease(&leaser)? {
-        Role::Primary(lease) => (Some(lease), None),
-        Role::Replica(info) => (None, Some(info.hostname)),
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ltxd-net")
+        .enable_all()
+        .build()?;
+    let node = Arc::new(NodeState::new(
+        node_id(),
+        config.lease.candidate,
+        data_dir.clone(),
+    ));
+    let (lease, primary) = match role_from_lease(&runtime, &leaser)? {
+        Role::Primary(lease) => {
+            node.become_primary(&config.lease.hostname, Some(lease.epoch()));
+            (Some(lease), None)
+        }
+        Role::Replica(info) => {
+            node.become_replica(Some(info.hostname.clone()));
+            (None, Some(info))
+        }
     };
     let writable = lease.is_some();
     let options = MountOptions {
         data_dir: data_dir.clone(),
         writable,
-        primary_hostname: primary,
+        primary_hostname: primary.as_ref().map(|p| p.hostname.clone()),
         capture: CaptureOptions {
             compress: config.data.compress,
             node_id: node_id(),
         },
     };
     let fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
+    let applier = fs.applier();
     let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
         .with_context(|| format!("mount {}", mount_dir.display()))?;
     let role = if writable { "primary" } else { "replica" };
     tracing::info!(dir = %mount_dir.display(), role, "mounted");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let policy = Policy {
-        retention: config.data.retention,
-        ..Policy::default()
+    let service = Arc::new(LogService::new(
+        Arc::clone(&log),
+        Arc::clone(&node),
+        runtime.handle().clone(),
+    ));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen_address(
+            &config.http.addr,
+        )))
+        .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
+    let server = {
+        let _guard = runtime.enter();
+        ltxd_http::serve(listener, service)?
     };
+    tracing::info!(addr = %server.local_addr(), "serving replication");
+    let (stop_follower, follower_stopped) = tokio::sync::watch::channel(false);
+    if let Some(primary) = &primary {
+        let follower = Follower::new(
+            applier,
+            Arc::new(ltxd_http::HttpConnector::new()),
+            Arc::clone(&node),
+            FollowerOptions {
+                primary_url: primary.advertise_url.clone(),
+                reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
+                max_backoff: Duration::from_secs(5),
+            },
+        );
+        runtime.spawn(follower.run(follower_stopped));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let policy = Policy::with_retention(config.data.retention);
     if !config.data.retention_monitor_interval.is_zero() {
         maintain_in_background(
             Arc::clone(&log),
@@ -139,13 +182,22 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(signal, "shutting down");
     }
     stop.store(true, Ordering::Relaxed);
+    let _ = stop_follower.send(true);
+    runtime.block_on(server.shutdown());
     mounted.unmount().context("unmount")?;
     if let Some(lease) = lease {
-        tokio::runtime::Builder::new_current_thread()
-            .build()?
-            .block_on(lease.release())?;
+        runtime.block_on(lease.release())?;
     }
+    runtime.shutdown_timeout(Duration::from_secs(1));
     log.flush_index()?;
     tracing::info!("unmounted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Go-style listen address (`":20202"`) as a socket address to bind.
+fn listen_address(addr: &str) -> String {
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    }
 }

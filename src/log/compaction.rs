@@ -138,6 +138,23 @@ impl DatabaseLog {
         Ok(Some(record))
     }
 
+    /// A snapshot of the database at the head, for a replica that needs one: the newest snapshot
+    /// when nothing follows it, otherwise a new one (see [`DatabaseLog::create_snapshot`]).
+    /// `None` for an empty log.
+    pub fn snapshot_at_head(&self) -> Result<Option<Record>, LogError> {
+        if let Some(created) = self.create_snapshot()? {
+            return Ok(Some(created));
+        }
+        let state = self.state();
+        Ok(state
+            .snapshots
+            .iter()
+            .chain(state.records.iter().filter(|r| r.is_snapshot()))
+            .max_by_key(|r| r.max_txid)
+            .filter(|r| r.max_txid == state.head().txid)
+            .cloned())
+    }
+
     /// True when a snapshot is due under `policy`.
     pub fn snapshot_due(&self, policy: &Policy, now_ms: i64) -> bool {
         let state = self.state();

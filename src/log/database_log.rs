@@ -47,6 +47,8 @@ pub struct DatabaseLog {
     index: Arc<Index>,
     state: Mutex<State>,
     head: watch::Sender<Pos>,
+    /// The log-wide change counter (see [`super::Log::changes`]).
+    changes: Arc<watch::Sender<u64>>,
     subscribers: Mutex<HashMap<u64, Pos>>,
     next_subscriber: AtomicU64,
 }
@@ -76,6 +78,7 @@ impl DatabaseLog {
         name: &str,
         dir: PathBuf,
         index: Arc<Index>,
+        changes: Arc<watch::Sender<u64>>,
     ) -> Result<DatabaseLog, LogError> {
         crate::durable::create_dir_all(&dir.join("segments"))?;
         crate::durable::create_dir_all(&dir.join("snapshots"))?;
@@ -113,6 +116,7 @@ impl DatabaseLog {
             index,
             state: Mutex::new(state),
             head,
+            changes,
             subscribers: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(0),
         })
@@ -207,6 +211,8 @@ impl DatabaseLog {
 
     pub(super) fn publish_head(&self, pos: Pos) {
         self.head.send_replace(pos);
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// A copy of the records of the chain.
@@ -406,6 +412,12 @@ impl DatabaseLog {
             Some(_) => ReadFrom::Diverged,
             None => ReadFrom::SnapshotNeeded,
         }
+    }
+
+    /// The TXID range of the record that starts right after `txid`, if the log has one.
+    pub fn range_after(&self, txid: TxId) -> Option<(TxId, TxId)> {
+        let state = self.state();
+        record_starting_after(&state.records, txid).map(|r| (r.min_txid, r.max_txid))
     }
 
     /// The record that starts right after `pos`, opened for reading, or `None` at the head.

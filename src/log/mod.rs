@@ -44,6 +44,8 @@ pub struct Log {
     _lock: std::fs::File,
     index: Arc<Index>,
     databases: Mutex<HashMap<String, Arc<DatabaseLog>>>,
+    /// Counts changes to any database's head, and new databases.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Log {
@@ -61,6 +63,7 @@ impl Log {
             _lock: lock,
             index,
             databases: Mutex::new(HashMap::new()),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         for entry in std::fs::read_dir(data_dir.join("dbs"))? {
             let entry = entry?;
@@ -91,8 +94,11 @@ impl Log {
             name,
             self.dir.join("dbs").join(name),
             Arc::clone(&self.index),
+            Arc::clone(&self.changes),
         )?);
         databases.insert(name.to_string(), Arc::clone(&db));
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
         Ok(db)
     }
 
@@ -110,6 +116,11 @@ impl Log {
         let mut names: Vec<String> = databases.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// A receiver that sees a change whenever any database's head moves or a database is added.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Flushes the index cache. Durability never depends on this.

@@ -48,6 +48,17 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The default policy with a retention period of `retention`. Segments are sealed at least
+    /// that often, since retention drops whole sealed segments.
+    pub fn with_retention(retention: Duration) -> Policy {
+        let default = Policy::default();
+        Policy {
+            retention,
+            segment_max_age: default.segment_max_age.min(retention),
+            ..default
+        }
+    }
+
     /// The merge window for a record of age `age`, or `None` when it stays individual.
     pub fn window_for(&self, age: Duration) -> Option<Duration> {
         self.levels

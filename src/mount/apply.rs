@@ -56,6 +56,18 @@ impl Applier {
             .map_or(Pos::ZERO, |c| c.pos())
     }
 
+    /// The position of every database the mount has.
+    pub fn positions(&self) -> std::collections::BTreeMap<String, Pos> {
+        let names = self.shared.database_names();
+        names
+            .into_iter()
+            .map(|name| {
+                let pos = self.position(&name);
+                (name, pos)
+            })
+            .collect()
+    }
+
     /// Applies one LTX file to database `name` (creating it), holding its SQLite locks so that
     /// readers see the database before or after the file, never in between; then rewrites the
     /// WAL index for WAL-mode readers and drops the kernel's cached pages.
@@ -79,11 +91,17 @@ impl Applier {
                     .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
             })
         };
-        // PENDING first, as a SQLite writer does: new readers then wait (parked) while the
-        // applier waits for the current ones to finish.
-        let locked = lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
-            .and_then(|()| lock(db_ino, DATABASE_LOCKS))
-            .and_then(|()| lock(shm_ino, SHM_LOCKS));
+        // In WAL mode every connection holds SHARED on the database file for as long as it is
+        // open, and a read transaction holds a read mark in the WAL index: the applier takes
+        // every WAL index lock. In rollback mode a read transaction holds SHARED: the applier
+        // takes PENDING first, as a SQLite writer does, so that new readers wait (parked)
+        // while it waits for the current ones to finish.
+        let locked = if in_wal_mode(&capture.dir().join("database")) {
+            lock(shm_ino, SHM_LOCKS)
+        } else {
+            lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
+                .and_then(|()| lock(db_ino, DATABASE_LOCKS))
+        };
         let result = match locked {
             Err(_) => Err(ApplyError::Busy(name.to_string())),
             Ok(()) => self.apply_locked(&capture, db_ino, shm_ino, ltx),
@@ -143,4 +161,12 @@ impl Applier {
             }
         }
     }
+}
+
+/// True when the database file's header says WAL mode (read and write versions 2).
+fn in_wal_mode(path: &std::path::Path) -> bool {
+    let mut versions = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut versions, 18))
+        .is_ok_and(|()| versions == [2, 2])
 }

@@ -141,6 +141,12 @@ impl Shared {
         dbs.names.iter().position(|n| n == name)
     }
 
+    /// The names of the databases the mount has, in the order they were opened.
+    pub(super) fn database_names(&self) -> Vec<String> {
+        let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
+        dbs.names.clone()
+    }
+
     pub(super) fn capture(&self, db: usize) -> Option<Arc<Capture>> {
         let dbs = self.databases.read().unwrap_or_else(|p| p.into_inner());
         dbs.captures.get(db).cloned()

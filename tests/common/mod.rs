@@ -32,7 +32,18 @@ pub struct Node {
     pub mnt: PathBuf,
     pub data: PathBuf,
     config: PathBuf,
+    /// The URL of this node's HTTP server.
+    pub url: String,
     child: Option<Child>,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_mounted(dir: &Path) -> bool {
@@ -57,14 +68,25 @@ impl Node {
         Node::with_lease("candidate: true")
     }
 
-    /// A node whose `lease:` section ends with `lease_tail` (after `type: static`).
+    /// A replica on a static lease that follows `primary`.
+    pub fn replica_of(primary: &Node) -> Node {
+        Node::build(free_port(), &primary.url, "candidate: false")
+    }
+
+    /// A node whose `lease:` section ends with `lease_tail` (after `type: static`), advertising
+    /// its own URL.
     pub fn with_lease(lease_tail: &str) -> Node {
+        let port = free_port();
+        Node::build(port, &format!("http://127.0.0.1:{port}"), lease_tail)
+    }
+
+    fn build(port: u16, advertise_url: &str, lease_tail: &str) -> Node {
         let root = tempfile::tempdir().unwrap();
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
         let config = root.path().join("ltxd.yml");
         let text = format!(
-            "fuse:\n  dir: {}\ndata:\n  dir: {}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: http://127.0.0.1:20202\n  {lease_tail}\n",
+            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  {lease_tail}\n",
             mnt.display(),
             data.display()
         );
@@ -74,6 +96,7 @@ impl Node {
             mnt,
             data,
             config,
+            url: format!("http://127.0.0.1:{port}"),
             child: None,
         };
         node.start();
@@ -109,6 +132,12 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Rewrites this node's configuration with `edit`; it takes effect at the next start.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
     }
 
     /// The daemon's stderr so far.

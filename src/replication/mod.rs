@@ -1,0 +1,20 @@
+//! Replication: the primary serves its log to replicas, and replicas apply what it sends.
+//!
+//! The protocol logic lives in `ltxd-protocol` as state machines with no I/O
+//! ([`ltxd_protocol::primary::PrimaryStream`], [`ltxd_protocol::replica::ReplicaStream`]). This
+//! module drives them against the log and the mount: [`LogService`] implements the
+//! transport-neutral [`ltxd_protocol::Service`] for any transport to serve, and [`Follower`]
+//! subscribes through any [`ltxd_protocol::Connector`] and applies each file through the
+//! mount's [`crate::mount::Applier`].
+
+mod follower;
+mod log_view;
+mod node;
+mod service;
+
+pub use follower::{Follower, FollowerOptions};
+pub use node::NodeState;
+pub use service::LogService;
+
+/// How often the primary sends a heartbeat on an idle stream.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,0 +1,264 @@
+//! The primary's side: streams the log to each subscribed replica.
+
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use ltxd_protocol::primary::{PrimaryStream, Send};
+use ltxd_protocol::wire::{encode_frame, Frame, MAX_CHUNK_LEN};
+use ltxd_protocol::{
+    DatabaseStatus, Features, NodeInfo, Pos, PrimaryRef, Refusal, Service, StreamRequest,
+    StreamResponse,
+};
+use tokio::sync::mpsc;
+
+use super::log_view::LogReader;
+use super::{NodeState, HEARTBEAT_INTERVAL};
+use crate::log::{Log, LogError, Record};
+
+/// How many encoded pieces may wait to be sent to one replica.
+const STREAM_BUFFER: usize = 32;
+
+/// Serves a node's log to replicas, over any transport.
+pub struct LogService {
+    log: Arc<Log>,
+    node: Arc<NodeState>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LogService {
+    /// A service over `log`; streams are driven on threads that wait through `runtime`.
+    pub fn new(log: Arc<Log>, node: Arc<NodeState>, runtime: tokio::runtime::Handle) -> Self {
+        LogService { log, node, runtime }
+    }
+}
+
+impl Service for LogService {
+    fn subscribe(&self, request: StreamRequest) -> Result<StreamResponse, Refusal> {
+        if request.node_id == self.node.node_id {
+            return Err(Refusal::SelfConnect);
+        }
+        if !self.node.is_primary() {
+            return Err(Refusal::NotPrimary);
+        }
+        let replica = ltxd_protocol::format_node_id(request.node_id);
+        let machine = PrimaryStream::new(request, Features::ALL, &LogReader(&self.log));
+        let features = machine.features();
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let driver = StreamDriver {
+            log: Arc::clone(&self.log),
+            machine,
+            sender,
+            runtime: self.runtime.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("stream-{replica}"))
+            .spawn(move || {
+                let span = tracing::info_span!("stream", replica);
+                let _enter = span.enter();
+                tracing::info!("replica subscribed");
+                match driver.run() {
+                    Ok(()) => tracing::info!("stream ended"),
+                    Err(err) => tracing::info!(%err, "stream ended"),
+                }
+            })
+            .map_err(|err| Refusal::BadRequest(format!("cannot start the stream: {err}")))?;
+        Ok(StreamResponse {
+            node_id: self.node.node_id,
+            cluster_id: None,
+            epoch: self.node.epoch(),
+            features,
+            body: Box::pin(ReceiverStream(receiver)),
+        })
+    }
+
+    fn info(&self) -> NodeInfo {
+        let databases = self
+            .log
+            .database_names()
+            .into_iter()
+            .filter_map(|name| {
+                let head = self.log.existing(&name).ok()?.head();
+                let status = DatabaseStatus {
+                    txid: format!("{:016x}", head.txid.0),
+                    checksum: format!("{:016x}", head.post_apply_checksum.0),
+                    lag_ms: self.node.database_lag_ms(&name),
+                };
+                Some((name, status))
+            })
+            .collect();
+        NodeInfo {
+            cluster_id: None,
+            is_primary: self.node.is_primary(),
+            candidate: self.node.candidate,
+            path: self.node.data_dir.display().to_string(),
+            primary: self
+                .node
+                .primary_hostname()
+                .map(|hostname| PrimaryRef { hostname }),
+            databases,
+        }
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error("the replica went away")]
+    Gone,
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs one replica's stream on its own thread: blocking reads of the log, and waits for
+/// changes through the runtime.
+struct StreamDriver {
+    log: Arc<Log>,
+    machine: PrimaryStream,
+    sender: mpsc::Sender<std::io::Result<Bytes>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StreamDriver {
+    fn run(mut self) -> Result<(), StreamEnd> {
+        let mut changes = self.log.changes();
+        loop {
+            while let Some(send) = self.machine.poll(&LogReader(&self.log)) {
+                self.send(send)?;
+            }
+            if self.machine.is_finished() {
+                break;
+            }
+            let sender = self.sender.clone();
+            let woke = self.runtime.block_on(async {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Closed },
+                    () = tokio::time::sleep(HEARTBEAT_INTERVAL) => Wake::Tick,
+                    () = sender.closed() => Wake::Closed,
+                }
+            });
+            match woke {
+                Wake::Changed => self.machine.changed(&LogReader(&self.log)),
+                Wake::Tick => self.machine.tick(),
+                Wake::Closed => return Err(StreamEnd::Gone),
+            }
+        }
+        self.frame(&Frame::End)
+    }
+
+    fn send(&mut self, send: Send) -> Result<(), StreamEnd> {
+        match send {
+            Send::Record { db, after } => {
+                let log = self.log.existing(&db)?;
+                let record = log.record_after(after)?;
+                match record {
+                    Some(next)
+                        if next.record.min_txid == next.record.max_txid
+                            || self.machine.features().range_files =>
+                    {
+                        self.ltx(&db, &next.record, next.data)?;
+                    }
+                    // Compacted between the plan and the read: the plan is made again.
+                    _ => self.machine.sent(&db, after),
+                }
+            }
+            Send::Snapshot { db } => {
+                let log = self.log.existing(&db)?;
+                if let Some(snapshot) = log.snapshot_at_head()? {
+                    let data = log.source(&snapshot).open_raw()?;
+                    self.ltx(&db, &snapshot, data)?;
+                }
+            }
+            Send::DropDb { db } => self.frame(&Frame::DropDb { db })?,
+            Send::Ready => self.frame(&Frame::Ready)?,
+            Send::Heartbeat => self.frame(&Frame::Heartbeat {
+                timestamp_ms: crate::mount::now_ms(),
+            })?,
+            Send::Handoff { lease_id } => self.frame(&Frame::Handoff {
+                lease_id: lease_id.into_bytes(),
+            })?,
+        }
+        Ok(())
+    }
+
+    /// Sends one LTX file: its frame, its bytes in chunks, and the end of the chunks.
+    fn ltx(&mut self, db: &str, record: &Record, mut data: impl Read) -> Result<(), StreamEnd> {
+        let size = if self.machine.features().frame_lengths {
+            record.len
+        } else {
+            0
+        };
+        let mut out = Vec::new();
+        encode_frame(
+            &Frame::Ltx {
+                db: db.to_string(),
+                size,
+            },
+            &mut out,
+        );
+        let mut piece = vec![0u8; MAX_CHUNK_LEN];
+        loop {
+            let n = read_full(&mut data, &mut piece)?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            out.extend_from_slice(&piece[..n]);
+            if out.len() >= 4 * MAX_CHUNK_LEN {
+                self.bytes(std::mem::take(&mut out))?;
+            }
+        }
+        out.extend_from_slice(&0u16.to_be_bytes());
+        self.bytes(out)?;
+        self.machine
+            .sent(db, Pos::new(record.max_txid, record.post_apply_checksum));
+        Ok(())
+    }
+
+    fn frame(&mut self, frame: &Frame) -> Result<(), StreamEnd> {
+        let mut out = Vec::new();
+        encode_frame(frame, &mut out);
+        self.bytes(out)
+    }
+
+    fn bytes(&mut self, bytes: Vec<u8>) -> Result<(), StreamEnd> {
+        self.sender
+            .blocking_send(Ok(Bytes::from(bytes)))
+            .map_err(|_| StreamEnd::Gone)
+    }
+}
+
+enum Wake {
+    Changed,
+    Tick,
+    Closed,
+}
+
+/// Reads until `buf` is full or the reader ends.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// The receiving end of a stream's channel, as the protocol's byte stream.
+struct ReceiverStream(mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,297 @@
+//! Two `ltxd mount` processes on loopback: a primary on a static lease and a replica that follows
+//! it over HTTP. The replica's databases end byte-identical to the primary's, readers on the
+//! replica never see an error or a torn state, a restarted replica resumes where it stopped,
+//! and a replica that fell behind retention or diverged is resnapshotted.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Node;
+
+/// Waits until `done` holds, failing with `what` and both daemons' logs after `timeout`.
+fn wait_until(timeout: Duration, what: &str, nodes: &[&Node], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.daemon_log()).collect();
+            panic!("timed out waiting until {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `<db>-pos` file of a node's mount.
+fn pos(node: &Node, db: &str) -> String {
+    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
+}
+
+/// Waits until the replica's position in `db` equals the primary's.
+fn wait_caught_up(primary: &Node, replica: &Node, db: &str) {
+    let want = pos(primary, db);
+    assert!(!want.is_empty(), "the primary has no position for {db}");
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the replica reaches {want:?} in {db}"),
+        &[primary, replica],
+        || pos(replica, db) == want,
+    );
+}
+
+/// Checkpoints the primary's WAL so that its database file holds every page, then compares it
+/// with the replica's byte for byte.
+fn assert_identical(primary: &Node, replica: &Node, db: &str) {
+    primary.sqlite(db, "PRAGMA wal_checkpoint(TRUNCATE);");
+    wait_caught_up(primary, replica, db);
+    let ours = std::fs::read(primary.backing_db(db)).unwrap();
+    let theirs = std::fs::read(replica.backing_db(db)).unwrap();
+    assert!(
+        ours == theirs,
+        "{db}: the replica's database ({} bytes) differs from the primary's ({} bytes)",
+        theirs.len(),
+        ours.len()
+    );
+    assert_eq!(replica.sqlite(db, "PRAGMA integrity_check;").trim(), "ok");
+}
+
+/// How many snapshots the replica applied, from its log.
+fn snapshots_applied(replica: &Node) -> usize {
+    replica.daemon_log().matches("snapshot applied").count()
+}
+
+#[test]
+fn ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    let db = "blobs.db";
+    primary.sqlite(
+        db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE b(id INTEGER PRIMARY KEY, data BLOB);",
+    );
+    for i in 0..10 {
+        primary.sqlite(
+            db,
+            &format!("INSERT INTO b VALUES ({i}, randomblob(1048576));"),
+        );
+    }
+    let digest = "SELECT group_concat(id || ':' || length(data) || ':' || hex(substr(data, 1, 16)) || hex(substr(data, 524288, 16)) || hex(substr(data, -16)), ',') FROM b;";
+    let want = primary.sqlite(db, digest);
+    wait_caught_up(&primary, &replica, db);
+    let full = |node: &Node| node.sqlite(db, "SELECT hex(data) FROM b ORDER BY id;");
+    assert_eq!(replica.sqlite(db, digest), want);
+    assert!(full(&replica) == full(&primary), "the blobs differ");
+    assert_identical(&primary, &replica, db);
+}
+
+#[test]
+fn random_workloads_end_byte_identical_in_both_journal_modes() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    for (db, mode) in [
+        ("delete.db", "DELETE"),
+        ("wal.db", "WAL"),
+        ("trunc.db", "TRUNCATE"),
+    ] {
+        primary.sqlite(
+            db,
+            &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, b BLOB);"),
+        );
+        let mut seed = 0x9e37_79b9_u64 ^ db.len() as u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            let sql = match next(8) {
+                0..=2 => format!(
+                    "INSERT INTO t(v, b) VALUES ('r{round}', randomblob({}));",
+                    next(9000)
+                ),
+                3 => format!("UPDATE t SET v = v || 'u' WHERE id % {} = 0;", next(5) + 1),
+                4 => format!("DELETE FROM t WHERE id % {} = 1;", next(7) + 2),
+                5 => "CREATE INDEX IF NOT EXISTS tv ON t(v);".to_string(),
+                6 => "DROP INDEX IF EXISTS tv;".to_string(),
+                _ => "VACUUM;".to_string(),
+            };
+            primary.sqlite(db, &format!("PRAGMA journal_mode={mode}; {sql}"));
+        }
+    }
+    for db in ["delete.db", "wal.db", "trunc.db"] {
+        assert_identical(&primary, &replica, db);
+    }
+    assert_eq!(
+        replica.sqlite_result("wal.db", "INSERT INTO t(v) VALUES ('no');"),
+        Err("Runtime error near line 2: attempt to write a readonly database (8)\n".into()),
+        "a write on the replica is refused as read-only"
+    );
+}
+
+#[test]
+fn a_reader_on_the_replica_never_sees_an_error_or_a_torn_state() {
+    for mode in ["DELETE", "WAL"] {
+        let primary = Node::primary();
+        let replica = Node::replica_of(&primary);
+        let db = "app.db";
+        primary.sqlite(db, &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, total INTEGER);"));
+        wait_caught_up(&primary, &replica, db);
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, done) = (replica.path(db), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let conn = rusqlite::Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let (mut reads, mut last) = (0u64, 0i64);
+                while !done.load(Ordering::Relaxed) {
+                    // Each transaction keeps total = sum(id); a torn read would break it.
+                    let (count, sum, total): (i64, i64, Option<i64>) = conn
+                        .query_row(
+                            "SELECT count(*), coalesce(sum(id), 0), max(total) FROM t",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .unwrap_or_else(|e| panic!("{mode}: read {reads} failed: {e}"));
+                    assert_eq!(
+                        total.unwrap_or(0),
+                        sum,
+                        "{mode}: a torn state after {reads} reads"
+                    );
+                    assert!(count >= last, "{mode}: the replica went backwards");
+                    last = count;
+                    reads += 1;
+                }
+                (reads, last)
+            })
+        };
+        for i in 1..=100 {
+            primary.sqlite(db, &format!("BEGIN; INSERT INTO t(id, v) VALUES ({i}, randomblob({})); UPDATE t SET total = (SELECT sum(id) FROM t); COMMIT;", 100 + i * 37));
+        }
+        wait_caught_up(&primary, &replica, db);
+        std::thread::sleep(Duration::from_millis(50));
+        done.store(true, Ordering::Relaxed);
+        let (reads, last) = reader.join().unwrap();
+        assert_eq!(last, 100, "{mode}: the reader saw the final state");
+        assert!(reads > 20, "{mode}: the reader ran ({reads} reads)");
+        assert_identical(&primary, &replica, db);
+    }
+}
+
+#[test]
+fn a_restarted_replica_resumes_without_a_snapshot() {
+    let primary = Node::primary();
+    let mut replica = Node::replica_of(&primary);
+    let db = "resume.db";
+    primary.sqlite(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(v);");
+    for i in 0..20 {
+        primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
+    }
+    wait_caught_up(&primary, &replica, db);
+    let before = snapshots_applied(&replica);
+    assert_eq!(before, 1, "one snapshot brings a new replica up");
+    // Killed while the primary keeps writing.
+    let writer = std::thread::scope(|scope| {
+        let writes = scope.spawn(|| {
+            for i in 20..60 {
+                primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        replica.kill();
+        writes.join()
+    });
+    writer.unwrap();
+    replica.start();
+    wait_caught_up(&primary, &replica, db);
+    assert_eq!(
+        snapshots_applied(&replica),
+        before,
+        "the restarted replica resumed from its position:\n{}",
+        replica.daemon_log()
+    );
+    assert_eq!(replica.sqlite(db, "SELECT count(*) FROM t;").trim(), "60");
+    assert_identical(&primary, &replica, db);
+}
+
+#[test]
+fn a_replica_behind_retention_gets_a_snapshot() {
+    let mut primary = Node::primary();
+    let mut replica = Node::replica_of(&primary);
+    let db = "behind.db";
+    primary.sqlite(db, "CREATE TABLE t(v);");
+    wait_caught_up(&primary, &replica, db);
+    replica.stop();
+    for i in 0..30 {
+        primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
+    }
+    // Snapshot at the head, then let retention drop the records the replica needs.
+    primary.stop();
+    let data = primary.data.display().to_string();
+    primary.ltxd(&["log", "compact", "--data-dir", &data, "--db", db]);
+    primary.edit_config(|text| {
+        text.replace(
+            "data:\n",
+            "data:\n  retention: 1ms\n  retention-monitor-interval: 100ms\n",
+        )
+    });
+    primary.start();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = snapshots_applied(&replica);
+    replica.start();
+    wait_caught_up(&primary, &replica, db);
+    assert_eq!(
+        snapshots_applied(&replica),
+        before + 1,
+        "{}",
+        replica.daemon_log()
+    );
+    assert_identical(&primary, &replica, db);
+}
+
+#[test]
+fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted() {
+    let primary = Node::primary();
+    let mut replica = Node::replica_of(&primary);
+    let db = "split.db";
+    primary.sqlite(db, "CREATE TABLE t(v);");
+    for i in 0..5 {
+        primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
+    }
+    wait_caught_up(&primary, &replica, db);
+    // Split brain: the replica is started with its lease overridden and takes writes of its own,
+    // at the same TXIDs the primary then uses for other writes.
+    replica.stop();
+    let own_url = replica.url.clone();
+    let primary_url = primary.url.clone();
+    replica.edit_config(|text| {
+        text.replace("candidate: false", "candidate: true")
+            .replace(&primary_url, &own_url)
+    });
+    replica.start();
+    replica.sqlite(db, "INSERT INTO t VALUES ('rogue');");
+    replica.stop();
+    primary.sqlite(db, "INSERT INTO t VALUES ('real');");
+    replica.edit_config(|text| {
+        text.replace("candidate: true", "candidate: false")
+            .replace(&own_url, &primary_url)
+    });
+    let before = snapshots_applied(&replica);
+    replica.start();
+    wait_caught_up(&primary, &replica, db);
+    assert_eq!(
+        snapshots_applied(&replica),
+        before + 1,
+        "{}",
+        replica.daemon_log()
+    );
+    assert_eq!(
+        replica.sqlite(db, "SELECT group_concat(v) FROM t;").trim(),
+        "0,1,2,3,4,real"
+    );
+    assert_identical(&primary, &replica, db);
+}

@@ -1,0 +1,50 @@
+//! Conversions between the protocol's byte streams and HTTP bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http_body::{Body, Frame};
+use ltxd_protocol::ByteStream;
+
+/// A response body that streams the protocol's frame bytes.
+pub struct StreamingBody(pub ByteStream);
+
+impl Body for StreamingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .as_mut()
+            .poll_next(cx)
+            .map(|item| item.map(|result| result.map(Frame::data)))
+    }
+}
+
+/// The data of an incoming body, as the protocol's byte stream.
+pub struct IncomingBytes(pub hyper::body::Incoming);
+
+impl Stream for IncomingBytes {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let frame = match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(err))))
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                return Poll::Ready(Some(Ok(data)));
+            }
+        }
+    }
+}

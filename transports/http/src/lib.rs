@@ -1,0 +1,17 @@
+//! The HTTP transport for ltxd replication.
+//!
+//! It speaks LiteFS's dialect: `POST /stream` with the position map as the body and the frames
+//! as the response, node IDs in `Litefs-Id`, and `GET /info`. The server accepts HTTP/1.1 and
+//! cleartext HTTP/2 (prior knowledge), as LiteFS's does; the client uses HTTP/2 with prior
+//! knowledge, as LiteFS's does, so either side can talk to LiteFS. ltxd's extensions travel in
+//! `Ltxd-Features` and `Ltxd-Epoch` and are used only when both sides list them.
+//!
+//! The crate is a thin adapter: everything it carries comes from or goes to a
+//! [`ltxd_protocol::Service`] or a [`ltxd_protocol::Connector`].
+
+mod body;
+mod client;
+mod server;
+
+pub use client::HttpConnector;
+pub use server::{serve, HttpServer};
