@@ -170,8 +170,10 @@ def proc_cpu_secs(pid):
 class Daemon:
     """An `ltxd mount` process on generated directories, always cleaned up."""
 
-    def __init__(self, ltxd, root):
+    def __init__(self, ltxd, root, http_port=20202, primary_url=None):
+        """A primary serving on `http_port`, or a replica of `primary_url` when it is given."""
         self.ltxd = ltxd
+        self.url = f"http://127.0.0.1:{http_port}"
         self.root = root
         self.mnt = os.path.join(root, "mnt")
         self.data = os.path.join(root, "data")
@@ -186,11 +188,14 @@ class Daemon:
                 f"  dir: {self.mnt}\n"
                 "data:\n"
                 f"  dir: {self.data}\n"
+                "http:\n"
+                f"  addr: 127.0.0.1:{http_port}\n"
                 "lease:\n"
                 "  type: static\n"
-                "  candidate: true\n"
+                f"  candidate: {'false' if primary_url else 'true'}\n"
                 "  hostname: bench\n"
-                "  advertise-url: http://127.0.0.1:20202\n"
+                f"  advertise-url: {primary_url or self.url}\n"
+                "  reconnect-delay: 50ms\n"
             )
 
     def start(self, timeout=30):

@@ -1,14 +1,16 @@
 //! Applying replicated LTX files to a mounted database, atomically with respect to its readers.
 
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::capture::CaptureError;
+use super::capture::{CaptureError, Unlogged};
 use super::fs::Shared;
 use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind};
 use super::parked::APPLIER;
-use super::shm::{rewrite_header, ShmState};
+use super::shm::{rewrite_header, ShmState, SHM_HEADER_LEN};
 use crate::ltx::Pos;
 
 /// PENDING, RESERVED and the SHARED range of a SQLite database file.
@@ -102,43 +104,26 @@ impl Applier {
             lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
                 .and_then(|()| lock(db_ino, DATABASE_LOCKS))
         };
-        let result = match locked {
+        let written = match locked {
             Err(_) => Err(ApplyError::Busy(name.to_string())),
             Ok(()) => self.apply_locked(&capture, db_ino, shm_ino, ltx),
         };
         for ino in [db_ino, shm_ino] {
             self.shared.release_applier_locks(ino);
         }
-        result
+        Ok(capture.log_replicated(written?)?)
     }
 
-    fn apply_locked(
+    fn apply_locked<'a>(
         &self,
         capture: &super::capture::Capture,
         db_ino: u64,
         shm_ino: u64,
-        ltx: &[u8],
-    ) -> Result<Pos, ApplyError> {
+        ltx: &'a [u8],
+    ) -> Result<Unlogged<'a>, ApplyError> {
         self.invalidate(shm_ino);
-        let pos = capture.apply(ltx)?;
-        let shm_path = capture.dir().join("shm");
-        if let Ok(mut shm) = std::fs::read(&shm_path) {
-            let db = std::fs::File::open(capture.dir().join("database"))?;
-            let len = db.metadata()?.len();
-            let mut header = [0u8; 100];
-            std::os::unix::fs::FileExt::read_exact_at(&db, &mut header, 0)?;
-            if let Some(page_size) = crate::ltx::PageSize::from_sqlite_header(&header) {
-                let pages = (len / u64::from(page_size.get())) as u32;
-                rewrite_header(
-                    &mut shm,
-                    ShmState {
-                        page_size: page_size.get(),
-                        pages,
-                    },
-                );
-                std::fs::write(&shm_path, &shm)?;
-            }
-        }
+        let written = capture.write_replicated(ltx)?;
+        self.rewrite_wal_index(&capture.dir().join("shm"), &capture.dir().join("database"))?;
         // Readers may hold the WAL open: empty it rather than remove it.
         if let Ok(wal) = std::fs::OpenOptions::new()
             .write(true)
@@ -148,7 +133,43 @@ impl Applier {
         }
         self.invalidate(db_ino);
         self.invalidate(shm_ino);
-        Ok(pos)
+        Ok(written)
+    }
+
+    /// Rewrites the header of the WAL index in place, if readers created one, so that WAL-mode
+    /// readers see the new database with an empty WAL. The file is never truncated: readers map
+    /// it, and reading a mapped page past the end of the file would kill them with SIGBUS.
+    fn rewrite_wal_index(&self, shm_path: &Path, db_path: &Path) -> std::io::Result<()> {
+        let shm = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(shm_path)
+        {
+            Ok(shm) => shm,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let mut header = vec![0u8; SHM_HEADER_LEN];
+        if shm.read_exact_at(&mut header, 0).is_err() {
+            // Shorter than a header: no reader initialized it, and the next one will.
+            return Ok(());
+        }
+        let db = std::fs::File::open(db_path)?;
+        let len = db.metadata()?.len();
+        let mut db_header = [0u8; 100];
+        db.read_exact_at(&mut db_header, 0)?;
+        if let Some(page_size) = crate::ltx::PageSize::from_sqlite_header(&db_header) {
+            let pages = (len / u64::from(page_size.get())) as u32;
+            rewrite_header(
+                &mut header,
+                ShmState {
+                    page_size: page_size.get(),
+                    pages,
+                },
+            );
+            shm.write_all_at(&header, 0)?;
+        }
+        Ok(())
     }
 
     /// Drops the kernel's cached pages of an inode, writing back any dirty ones first.

@@ -29,6 +29,16 @@ pub enum CaptureError {
     /// Encoding or restoring a database file failed.
     #[error(transparent)]
     Database(#[from] crate::database::DatabaseError),
+    /// A replicated file does not continue the database's position; nothing was written.
+    #[error("database {db}: the file starting at TXID {min_txid} does not follow position {head}")]
+    NotNext {
+        /// The database.
+        db: String,
+        /// The database's position.
+        head: Pos,
+        /// The file's first TXID.
+        min_txid: TxId,
+    },
     /// The database's files are in a state ltxd cannot reconcile safely.
     #[error("database {db}: {reason}")]
     Unrecoverable {
@@ -316,21 +326,36 @@ impl Capture {
 }
 
 impl Capture {
-    /// Applies a replicated LTX file: verifies it, appends it to the log (a snapshot replaces the
-    /// log), writes its pages to the database file and truncates it to the commit size. The
-    /// caller holds the database's SQLite locks, so no reader sees a partial state.
-    pub fn apply(&self, ltx: &[u8]) -> Result<Pos, CaptureError> {
+    /// Writes a replicated LTX file into the database file: verifies it, checks that it
+    /// follows the database's position (a snapshot replaces the log first), writes its pages
+    /// and truncates the file to the commit size. The caller holds the database's SQLite locks,
+    /// so no reader sees a partial state. The file is not in the log yet unless it is a
+    /// snapshot: [`Capture::log_replicated`] appends it after the locks are released, so that
+    /// readers see it without waiting for the log's fsync. A crash in between leaves a database
+    /// ahead of its log, which recovery rebuilds from the log, and the replica fetches the file
+    /// again.
+    pub fn write_replicated<'a>(&self, ltx: &'a [u8]) -> Result<Unlogged<'a>, CaptureError> {
         let mut state = self.state();
         let format = crate::ltx::detect_format(&mut std::io::Cursor::new(ltx))?;
         let verified = crate::ltx::Decoder::new(ltx, format)?.verify()?;
         let header = &verified.header;
         let page_size = header.page_size()?;
-        if header.is_snapshot() {
+        let snapshot = header.is_snapshot();
+        if snapshot {
             self.log.reset_to_snapshot(format, ltx)?;
             state.pages.clear();
             state.checksum = DatabaseChecksum::new();
         } else {
-            self.log.append_stream(format, ltx.len() as u64, ltx)?;
+            let head = self.log.head();
+            if head.txid.next() != Some(header.min_txid)
+                || head.post_apply_checksum != header.pre_apply_checksum
+            {
+                return Err(CaptureError::NotNext {
+                    db: self.name.clone(),
+                    head,
+                    min_txid: header.min_txid,
+                });
+            }
         }
         let db = open_rw(&database_path(&self.dir))?;
         let ps = u64::from(page_size.get());
@@ -350,11 +375,32 @@ impl Capture {
             ));
         }
         state.install(page_size, header.commit, next);
-        Ok(Pos::new(
-            header.max_txid,
-            verified.trailer.post_apply_checksum,
-        ))
+        Ok(Unlogged {
+            ltx,
+            format,
+            logged: snapshot,
+            pos: Pos::new(header.max_txid, verified.trailer.post_apply_checksum),
+        })
     }
+
+    /// Appends a file written by [`Capture::write_replicated`] to the log (with its fsync).
+    pub fn log_replicated(&self, file: Unlogged<'_>) -> Result<Pos, CaptureError> {
+        if !file.logged {
+            let _state = self.state();
+            self.log
+                .append_stream(file.format, file.ltx.len() as u64, file.ltx)?;
+        }
+        Ok(file.pos)
+    }
+}
+
+/// A replicated file in the database file, and perhaps not yet in the log.
+#[must_use = "the file must be appended to the log with Capture::log_replicated"]
+pub struct Unlogged<'a> {
+    ltx: &'a [u8],
+    format: crate::ltx::Format,
+    logged: bool,
+    pos: Pos,
 }
 
 /// Where a WAL transaction lay in the WAL, for the LTX header.
