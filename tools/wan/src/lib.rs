@@ -184,7 +184,10 @@ impl Wan {
         } else {
             Some(nfq_delay_binary()?)
         };
-        cleanup_stale()?;
+        // Housekeeping only: a failure here does not stop this link from being built.
+        if let Err(e) = cleanup_stale() {
+            eprintln!("wan: removing stale namespaces: {e}");
+        }
         let name = format!(
             "{PREFIX}{}-{}",
             std::process::id(),
@@ -342,9 +345,13 @@ pub fn cleanup_stale() -> io::Result<Vec<String>> {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        stop_processes(&netns)?;
-        ip(&["netns", "del", &netns])?;
-        removed.push(netns);
+        let result = stop_processes(&netns).and_then(|()| ip(&["netns", "del", &netns]));
+        match result {
+            Ok(()) => removed.push(netns),
+            // Another process (or thread) cleaning up at the same time got there first.
+            Err(_) if !list_netns()?.contains(&netns) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(removed)
 }
