@@ -295,3 +295,36 @@ fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted() {
     );
     assert_identical(&primary, &replica, db);
 }
+
+#[test]
+fn status_primary_and_lag_files_show_each_nodes_role() {
+    let primary = Node::primary();
+    let replica = Node::replica_of(&primary);
+    let db = "status.db";
+    primary.sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    wait_caught_up(&primary, &replica, db);
+
+    let text = primary.ltxd(&["status", "--url", &primary.url]);
+    assert!(text.contains("role:      primary (candidate)"), "{text}");
+    let txid = pos(&primary, db)[..16].to_string();
+    assert!(text.contains(&format!("{db}  {txid}")), "{text}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&replica.ltxd(&["status", "--url", &replica.url, "--json"])).unwrap();
+    assert_eq!(json["isPrimary"], false);
+    assert_eq!(json["primary"]["hostname"], "primary-host");
+    assert_eq!(json["databases"][db]["txid"], txid.as_str());
+    assert!(json["databases"][db]["lagMs"].as_i64().is_some(), "{json}");
+
+    assert_eq!(
+        std::fs::read_to_string(replica.path(".primary")).unwrap(),
+        "primary-host\n"
+    );
+    let lag: i64 = std::fs::read_to_string(replica.path(".lag"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((0..10_000).contains(&lag), "lag {lag}");
+    assert!(!primary.path(".primary").exists() && !primary.path(".lag").exists());
+}

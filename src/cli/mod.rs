@@ -4,6 +4,7 @@ mod debug;
 mod log;
 mod ltx;
 mod mount;
+mod status;
 mod table;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     /// Administer the durable log in a data directory.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Show a running node's role, its primary, and each database's TXID and lag.
+    Status(status::StatusArgs),
     /// Rebuild a database file at any retained point of its log.
     Restore(log::RestoreArgs),
     /// Tools for tests and benchmarks.
@@ -44,6 +47,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Ltx(command) => ltx::run(command),
         Command::Log(command) => log::run(command),
         Command::Restore(args) => log::restore(args),
+        Command::Status(args) => status::run(args),
         Command::Debug(command) => debug::run(command),
     }
 }

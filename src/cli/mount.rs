@@ -129,6 +129,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     };
     let fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
     let applier = fs.applier();
+    fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
     let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
         .with_context(|| format!("mount {}", mount_dir.display()))?;
     let role = if writable { "primary" } else { "replica" };

@@ -20,7 +20,7 @@ use fuser::{
 use super::capture::{Capture, CaptureError, CaptureOptions};
 use super::lock_wait::LockWaiters;
 use super::locks::{Holder, LockKind, LockTable};
-use super::names::{self, FileKind, Name, PRIMARY_INO, ROOT_INO};
+use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
 use super::parked::{blocked_only_by_applier, ParkedLock, APPLIER};
 use crate::log::Log;
 
@@ -65,8 +65,18 @@ pub(super) struct Shared {
     pub(super) locks: Mutex<HashMap<u64, LockTable>>,
     pub(super) lock_changes: LockWaiters,
     pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// The node's role as replication keeps it, for `.primary` and `.lag`.
+    pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
     /// Lock requests waiting for the applier; see [`super::parked`].
     pub(super) parked: Mutex<Vec<ParkedLock>>,
+}
+
+/// What the mount shows of the node's role: replication keeps it current.
+pub trait NodeView: Send + Sync {
+    /// The primary's hostname, or `None` on the primary.
+    fn primary_hostname(&self) -> Option<String>;
+    /// On a replica, how long ago the primary was last heard from (ms); `None` on the primary.
+    fn lag_ms(&self) -> Option<i64>;
 }
 
 /// The ltxd FUSE file system.
@@ -94,6 +104,11 @@ impl LtxdFs {
         super::Applier::new(Arc::clone(&self.shared))
     }
 
+    /// Shows the node's role in `.primary` and `.lag` from `view` instead of the options.
+    pub fn set_node_view(&self, view: Arc<dyn NodeView>) {
+        let _ = self.shared.node_view.set(view);
+    }
+
     /// A file system over the databases of `log`, opening (and recovering) each one.
     pub fn new(options: MountOptions, log: Arc<Log>) -> Result<LtxdFs, CaptureError> {
         let shared = Shared {
@@ -103,6 +118,7 @@ impl LtxdFs {
             locks: Mutex::new(HashMap::new()),
             lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
+            node_view: std::sync::OnceLock::new(),
             parked: Mutex::new(Vec::new()),
         };
         let fs = LtxdFs {
@@ -283,16 +299,16 @@ impl LtxdFs {
     fn lookup_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
         match ino {
             ROOT_INO => Ok(self.attr(ROOT_INO, FileType::Directory, 0o755, None, 0)),
-            PRIMARY_INO => match &self.shared.options.primary_hostname {
-                Some(host) if !self.shared.options.writable => Ok(self.attr(
-                    PRIMARY_INO,
+            PRIMARY_INO | LAG_INO => {
+                let content = self.node_file(ino).ok_or(Errno::ENOENT)?;
+                Ok(self.attr(
+                    ino,
                     FileType::RegularFile,
                     0o444,
                     None,
-                    host.len() as u64 + 1,
-                )),
-                _ => Err(Errno::ENOENT),
-            },
+                    content.len() as u64,
+                ))
+            }
             _ => {
                 let (db, kind) = names::from_inode(ino).ok_or(Errno::ENOENT)?;
                 if kind == FileKind::Pos {
@@ -309,14 +325,29 @@ impl LtxdFs {
         }
     }
 
+    /// The content of `.primary` or `.lag`, or `None` where the file does not exist (on the
+    /// primary).
+    fn node_file(&self, ino: u64) -> Option<String> {
+        let view = self.shared.node_view.get();
+        match ino {
+            PRIMARY_INO => view
+                .map_or_else(
+                    || {
+                        (!self.shared.options.writable)
+                            .then(|| self.shared.options.primary_hostname.clone())
+                            .flatten()
+                    },
+                    |v| v.primary_hostname(),
+                )
+                .map(|host| format!("{host}\n")),
+            LAG_INO => view.and_then(|v| v.lag_ms()).map(|lag| format!("{lag}\n")),
+            _ => None,
+        }
+    }
+
     fn virtual_content(&self, ino: u64) -> Option<Vec<u8>> {
-        if ino == PRIMARY_INO {
-            return self
-                .shared
-                .options
-                .primary_hostname
-                .as_ref()
-                .map(|h| format!("{h}\n").into_bytes());
+        if let Some(content) = self.node_file(ino) {
+            return Some(content.into_bytes());
         }
         let (db, kind) = names::from_inode(ino)?;
         if kind != FileKind::Pos {
@@ -417,6 +448,7 @@ impl Filesystem for LtxdFs {
         }
         let ino = match name.to_str().and_then(names::parse) {
             Some(Name::Primary) => PRIMARY_INO,
+            Some(Name::Lag) => LAG_INO,
             Some(Name::File(db, kind)) => match self.shared.database_index(&db) {
                 Some(index) => names::inode(index, kind),
                 None => return reply.error(Errno::ENOENT),
@@ -519,6 +551,7 @@ impl Filesystem for LtxdFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let result = (|| -> Result<(u64, FopenFlags), Errno> {
             if ino.0 == PRIMARY_INO
+                || ino.0 == LAG_INO
                 || names::from_inode(ino.0).is_some_and(|(_, k)| k == FileKind::Pos)
             {
                 if Self::wants_write(flags) {
@@ -787,8 +820,10 @@ impl Filesystem for LtxdFs {
             (ROOT_INO, FileType::Directory, ".".to_string()),
             (ROOT_INO, FileType::Directory, "..".to_string()),
         ];
-        if self.lookup_ino(PRIMARY_INO).is_ok() {
-            entries.push((PRIMARY_INO, FileType::RegularFile, ".primary".to_string()));
+        for (ino, name) in [(PRIMARY_INO, ".primary"), (LAG_INO, ".lag")] {
+            if self.node_file(ino).is_some() {
+                entries.push((ino, FileType::RegularFile, name.to_string()));
+            }
         }
         let names: Vec<String> = self
             .shared

@@ -21,5 +21,5 @@ mod wal;
 
 pub use apply::{Applier, ApplyError};
 pub use capture::{now_ms, CaptureError, CaptureOptions};
-pub use fs::{LtxdFs, MountOptions};
+pub use fs::{LtxdFs, MountOptions, NodeView};
 pub use session::{clear_stale_mount, Mounted};

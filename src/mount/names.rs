@@ -62,12 +62,16 @@ pub enum Name {
     File(String, FileKind),
     /// `.primary`: the primary's hostname, on replicas.
     Primary,
+    /// `.lag`: how far behind the primary a replica is, in milliseconds.
+    Lag,
 }
 
 /// Parses a name in the mount's root directory.
 pub fn parse(name: &str) -> Option<Name> {
-    if name == ".primary" {
-        return Some(Name::Primary);
+    match name {
+        ".primary" => return Some(Name::Primary),
+        ".lag" => return Some(Name::Lag),
+        _ => {}
     }
     if name.starts_with('.') || name.is_empty() || name.contains('/') {
         return None;
@@ -89,6 +93,8 @@ pub fn parse(name: &str) -> Option<Name> {
 pub const ROOT_INO: u64 = 1;
 /// The `.primary` file's inode.
 pub const PRIMARY_INO: u64 = 2;
+/// The `.lag` file's inode.
+pub const LAG_INO: u64 = 3;
 const FIRST_DB_INO: u64 = 16;
 const INOS_PER_DB: u64 = 8;
 
@@ -119,6 +125,7 @@ mod tests {
             Some(Name::File("app.db".into(), FileKind::Database))
         );
         assert_eq!(parse(".primary"), Some(Name::Primary));
+        assert_eq!(parse(".lag"), Some(Name::Lag));
         assert_eq!(
             parse("-wal"),
             Some(Name::File("-wal".into(), FileKind::Database))

@@ -123,3 +123,16 @@ impl NodeState {
         role.primary_clock_ms.map(|clock| (clock - applied).max(0))
     }
 }
+
+impl crate::mount::NodeView for NodeState {
+    fn primary_hostname(&self) -> Option<String> {
+        let role = self.role();
+        (!role.is_primary)
+            .then(|| role.primary_hostname.clone())
+            .flatten()
+    }
+
+    fn lag_ms(&self) -> Option<i64> {
+        NodeState::lag_ms(self, crate::mount::now_ms())
+    }
+}
