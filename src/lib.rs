@@ -9,5 +9,6 @@ pub mod durable;
 pub mod log;
 pub mod ltx;
 pub mod mount;
+pub mod node;
 pub mod replication;
 pub mod workload;

@@ -50,6 +50,15 @@ impl Applier {
         let _ = self.shared.notifier.set(notifier);
     }
 
+    /// Makes the mount writable (the node became primary) or read-only (it was demoted). A
+    /// write that arrives after a demotion fails with `EROFS`, so SQLite reports "attempt to
+    /// write a readonly database".
+    pub fn set_writable(&self, writable: bool) {
+        self.shared
+            .writable
+            .store(writable, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The position of database `name`, or zero if the mount does not have it.
     pub fn position(&self, name: &str) -> Pos {
         self.shared

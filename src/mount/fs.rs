@@ -65,6 +65,8 @@ pub(super) struct Shared {
     pub(super) locks: Mutex<HashMap<u64, LockTable>>,
     pub(super) lock_changes: LockWaiters,
     pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// True while the node is primary: databases may be written.
+    pub(super) writable: std::sync::atomic::AtomicBool,
     /// The node's role as replication keeps it, for `.primary` and `.lag`.
     pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
     /// Lock requests waiting for the applier; see [`super::parked`].
@@ -111,6 +113,7 @@ impl LtxdFs {
 
     /// A file system over the databases of `log`, opening (and recovering) each one.
     pub fn new(options: MountOptions, log: Arc<Log>) -> Result<LtxdFs, CaptureError> {
+        let writable = options.writable;
         let shared = Shared {
             options,
             log,
@@ -119,6 +122,7 @@ impl LtxdFs {
             lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
             node_view: std::sync::OnceLock::new(),
+            writable: std::sync::atomic::AtomicBool::new(writable),
             parked: Mutex::new(Vec::new()),
         };
         let fs = LtxdFs {
@@ -191,6 +195,11 @@ impl Shared {
         };
         self.lock_changes.notify();
         result
+    }
+
+    /// True while databases may be written (the node is primary).
+    pub(super) fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
     }
 
     /// Grants a lock request at once, parks it until the applier releases the locks that block
@@ -288,7 +297,7 @@ impl LtxdFs {
     }
 
     fn file_perm(&self) -> u16 {
-        if self.shared.options.writable {
+        if self.shared.is_writable() {
             0o644
         } else {
             0o444
@@ -317,7 +326,7 @@ impl LtxdFs {
                 }
                 let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
                 let meta = std::fs::metadata(&path).map_err(|e| errno(&e))?;
-                if kind == FileKind::Database && meta.len() == 0 && !self.shared.options.writable {
+                if kind == FileKind::Database && meta.len() == 0 && !self.shared.is_writable() {
                     return Err(Errno::ENOENT);
                 }
                 Ok(self.attr(ino, FileType::RegularFile, self.file_perm(), Some(&meta), 0))
@@ -333,7 +342,7 @@ impl LtxdFs {
             PRIMARY_INO => view
                 .map_or_else(
                     || {
-                        (!self.shared.options.writable)
+                        (!self.shared.is_writable())
                             .then(|| self.shared.options.primary_hostname.clone())
                             .flatten()
                     },
@@ -385,7 +394,7 @@ impl LtxdFs {
 
     /// Refuses to change a file on a replica, except the WAL index, which readers write.
     fn check_writable(&self, kind: FileKind) -> Result<(), Errno> {
-        if self.shared.options.writable || kind == FileKind::Shm {
+        if self.shared.is_writable() || kind == FileKind::Shm {
             Ok(())
         } else {
             Err(Errno::EROFS)
@@ -934,7 +943,7 @@ impl Filesystem for LtxdFs {
         } else {
             LockKind::Read
         };
-        if !self.shared.options.writable && !sleep {
+        if !self.shared.is_writable() && !sleep {
             return self.shared.lock_or_park(ParkedLock {
                 ino: ino.0,
                 holder: Holder { owner, pid },
