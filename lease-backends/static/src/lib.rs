@@ -1,10 +1,11 @@
 //! The static lease: the configuration names the primary. A node with `candidate: true` is the
 //! primary for ever; every other node follows the hostname and advertise URL it is configured
-//! with. There is no election, no expiry and no handoff; the cluster ID lives only in local files.
+//! with. There is no election, no expiry and no handoff; the primary never changes, so a watch
+//! returns it once and then waits for ever; the cluster ID lives only in local files.
 
 use std::time::Duration;
 
-use ltxd_lease::{BoxFuture, Lease, LeaseError, Leaser, PrimaryInfo};
+use ltxd_lease::{BoxFuture, Lease, LeaseError, Leaser, PrimaryInfo, PrimaryWatch};
 
 /// A static lease as configured on one node.
 #[derive(Clone, Debug)]
@@ -26,6 +27,34 @@ impl StaticLeaser {
             candidate,
             hostname: hostname.into(),
             advertise_url: advertise_url.into(),
+        }
+    }
+}
+
+impl StaticLeaser {
+    /// The primary as this node sees it: the configured one on a replica, none on the primary
+    /// itself (as LiteFS's static lease reports it).
+    fn primary(&self) -> Option<PrimaryInfo> {
+        (!self.candidate).then(|| PrimaryInfo {
+            hostname: self.hostname.clone(),
+            advertise_url: self.advertise_url.clone(),
+        })
+    }
+}
+
+/// A watch of a primary that never changes: the first call returns it, later calls never
+/// complete.
+#[derive(Debug)]
+struct StaticWatch {
+    /// The value the first call returns; `None` once returned.
+    primary: Option<Option<PrimaryInfo>>,
+}
+
+impl PrimaryWatch for StaticWatch {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<PrimaryInfo>, LeaseError>> {
+        match self.primary.take() {
+            Some(primary) => Box::pin(std::future::ready(Ok(primary))),
+            None => Box::pin(std::future::pending()),
         }
     }
 }
@@ -63,16 +92,26 @@ impl Leaser for StaticLeaser {
         Box::pin(std::future::ready(result))
     }
 
+    fn acquire_existing<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Lease>, LeaseError>> {
+        Box::pin(std::future::ready(Err(LeaseError::Unsupported {
+            backend: "static",
+            what: "handoff",
+        })))
+    }
+
     fn primary_info(&self) -> BoxFuture<'_, Result<PrimaryInfo, LeaseError>> {
-        let result = if self.candidate {
-            Err(LeaseError::NoPrimary)
-        } else {
-            Ok(PrimaryInfo {
-                hostname: self.hostname.clone(),
-                advertise_url: self.advertise_url.clone(),
-            })
-        };
+        let result = self.primary().ok_or(LeaseError::NoPrimary);
         Box::pin(std::future::ready(result))
+    }
+
+    fn watch(&self) -> BoxFuture<'_, Result<Box<dyn PrimaryWatch>, LeaseError>> {
+        let watch: Box<dyn PrimaryWatch> = Box::new(StaticWatch {
+            primary: Some(self.primary()),
+        });
+        Box::pin(std::future::ready(Ok(watch)))
     }
 
     fn cluster_id(&self) -> BoxFuture<'_, Result<Option<String>, LeaseError>> {
@@ -145,6 +184,32 @@ mod tests {
         assert_eq!(info.hostname, "node-a");
         assert_eq!(info.advertise_url, "http://node-a:20202");
         assert_eq!(leaser.advertise_url(), "");
+    }
+
+    #[test]
+    fn the_watch_returns_the_primary_once_and_then_waits() {
+        let leaser = StaticLeaser::new(false, "node-a", "http://node-a:20202");
+        let mut watch = now(leaser.watch()).unwrap();
+        let first = now(watch.next()).unwrap().unwrap();
+        assert_eq!(first.hostname, "node-a");
+        let mut second = watch.next();
+        assert!(second
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending());
+
+        let primary = StaticLeaser::new(true, "node-a", "http://node-a:20202");
+        let mut watch = now(primary.watch()).unwrap();
+        assert_eq!(now(watch.next()), Ok(None));
+    }
+
+    #[test]
+    fn a_static_lease_cannot_be_handed_off() {
+        let leaser = StaticLeaser::new(false, "node-a", "http://node-a:20202");
+        assert!(matches!(
+            now(leaser.acquire_existing("static")),
+            Err(LeaseError::Unsupported { .. })
+        ));
     }
 
     #[test]
