@@ -13,8 +13,9 @@ use clap::Args;
 use ltxd::config::{process_env, Config, LeaseType};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
-use ltxd::replication::{Follower, FollowerOptions, LogService, NodeState};
-use ltxd_lease::{Lease, LeaseError, Leaser, PrimaryInfo};
+use ltxd::node::{EpochFile, NodeDriver, NodeParts};
+use ltxd::replication::{LogService, NodeState};
+use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
 
 /// `ltxd mount` arguments.
@@ -25,6 +26,9 @@ pub struct MountArgs {
     #[arg(long)]
     config: Option<PathBuf>,
 }
+
+/// How long `ltxd mount` waits for the lease to decide the node's role before it mounts.
+const ROLE_WAIT: Duration = Duration::from_secs(30);
 
 /// A random node ID for this process, as LiteFS draws one at every start.
 fn node_id() -> u64 {
@@ -58,22 +62,30 @@ fn maintain_in_background(
     });
 }
 
-/// This node's role, as the lease decides it.
-enum Role {
-    /// This node holds the lease.
-    Primary(Box<dyn Lease>),
-    /// Another node does.
-    Replica(PrimaryInfo),
-}
-
-/// Asks the lease who is primary: this node, or another.
-fn role_from_lease(runtime: &tokio::runtime::Runtime, leaser: &dyn Leaser) -> anyhow::Result<Role> {
-    runtime.block_on(async {
-        match leaser.acquire().await {
-            Ok(lease) => Ok(Role::Primary(lease)),
-            Err(LeaseError::PrimaryExists) => Ok(Role::Replica(leaser.primary_info().await?)),
-            Err(err) => Err(err.into()),
+/// The lease backend the configuration names.
+fn leaser_from_config(config: &Config) -> anyhow::Result<Arc<dyn Leaser>> {
+    let lease = &config.lease;
+    Ok(match lease.kind {
+        LeaseType::Static => Arc::new(StaticLeaser::new(
+            lease.candidate,
+            &lease.hostname,
+            &lease.advertise_url,
+        )),
+        LeaseType::Consul => {
+            let mut consul = ltxd_lease_consul::ConsulConfig::new(
+                &lease.consul.url,
+                &lease.consul.key,
+                &lease.hostname,
+                &lease.advertise_url,
+            );
+            consul.ttl = lease.consul.ttl;
+            consul.lock_delay = lease.consul.lock_delay;
+            Arc::new(ltxd_lease_consul::ConsulLeaser::new(consul).context("lease.consul")?)
         }
+        other => bail!(
+            "lease.type: {} is not supported by this build (static and consul are)",
+            other.as_str()
+        ),
     })
 }
 
@@ -81,21 +93,10 @@ fn role_from_lease(runtime: &tokio::runtime::Runtime, leaser: &dyn Leaser) -> an
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let (config, path) = Config::load(args.config.as_deref(), &process_env)?;
     tracing::info!(config = %path.display(), "configuration loaded");
-    if config.lease.kind != LeaseType::Static {
-        bail!(
-            "lease.type: {} is not supported yet; this build runs a static lease (lease.type: static)",
-            config.lease.kind.as_str()
-        );
-    }
     let data_dir = PathBuf::from(&config.data.dir);
     let mount_dir = PathBuf::from(&config.fuse.dir);
     let log = Arc::new(
         Log::open(&data_dir).with_context(|| format!("open the log in {}", data_dir.display()))?,
-    );
-    let leaser = StaticLeaser::new(
-        config.lease.candidate,
-        &config.lease.hostname,
-        &config.lease.advertise_url,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -107,33 +108,45 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         config.lease.candidate,
         data_dir.clone(),
     ));
-    let (lease, primary) = match role_from_lease(&runtime, &leaser)? {
-        Role::Primary(lease) => {
-            node.become_primary(&config.lease.hostname, Some(lease.epoch()));
-            (Some(lease), None)
-        }
-        Role::Replica(info) => {
-            node.become_replica(Some(info.hostname.clone()));
-            (None, Some(info))
-        }
+    let epochs = Arc::new(EpochFile::open(&data_dir)?);
+    let leaser = {
+        let _guard = runtime.enter();
+        leaser_from_config(&config)?
     };
-    let writable = lease.is_some();
     let options = MountOptions {
         data_dir: data_dir.clone(),
-        writable,
-        primary_hostname: primary.as_ref().map(|p| p.hostname.clone()),
+        writable: false,
+        primary_hostname: None,
         capture: CaptureOptions {
             compress: config.data.compress,
-            node_id: node_id(),
+            node_id: node.node_id,
         },
     };
     let fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
-    let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
-        .with_context(|| format!("mount {}", mount_dir.display()))?;
-    let role = if writable { "primary" } else { "replica" };
-    tracing::info!(dir = %mount_dir.display(), role, "mounted");
+
+    let driver = NodeDriver::new(
+        leaser,
+        config.lease.candidate,
+        NodeParts {
+            applier,
+            node: Arc::clone(&node),
+            epochs,
+            connector: Arc::new(ltxd_http::HttpConnector::new()),
+            reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
+        },
+    );
+    let mut decided = driver.decided();
+    let (stop_driver, driver_stopped) = tokio::sync::watch::channel(false);
+    let driver = runtime.spawn(driver.run(driver_stopped));
+    // Mount once the role is known, so that a primary's first writes are accepted.
+    let waited = runtime.block_on(async {
+        tokio::time::timeout(ROLE_WAIT, decided.wait_for(|decided| *decided)).await
+    });
+    if waited.is_err() {
+        tracing::warn!("no role after {ROLE_WAIT:?}: mounting read-only until the lease decides");
+    }
 
     let service = Arc::new(LogService::new(
         Arc::clone(&log),
@@ -150,20 +163,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         ltxd_http::serve(listener, service)?
     };
     tracing::info!(addr = %server.local_addr(), "serving replication");
-    let (stop_follower, follower_stopped) = tokio::sync::watch::channel(false);
-    if let Some(primary) = &primary {
-        let follower = Follower::new(
-            applier,
-            Arc::new(ltxd_http::HttpConnector::new()),
-            Arc::clone(&node),
-            FollowerOptions {
-                primary_url: primary.advertise_url.clone(),
-                reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
-                max_backoff: Duration::from_secs(5),
-            },
-        );
-        runtime.spawn(follower.run(follower_stopped));
-    }
+    let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
+        .with_context(|| format!("mount {}", mount_dir.display()))?;
+    let role = if node.is_primary() {
+        "primary"
+    } else {
+        "replica"
+    };
+    tracing::info!(dir = %mount_dir.display(), role, "mounted");
 
     let stop = Arc::new(AtomicBool::new(false));
     let policy = Policy::with_retention(config.data.retention);
@@ -183,12 +190,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(signal, "shutting down");
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = stop_follower.send(true);
+    // The driver refuses writes and releases the lease, so another node takes over at once.
+    let _ = stop_driver.send(true);
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });
     runtime.block_on(server.shutdown());
     mounted.unmount().context("unmount")?;
-    if let Some(lease) = lease {
-        runtime.block_on(lease.release())?;
-    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     log.flush_index()?;
     tracing::info!("unmounted");

@@ -55,20 +55,25 @@ impl Mounted {
     }
 }
 
-/// Detaches a FUSE mount at `dir` whose server is gone (stat fails with ENOTCONN), as a crash
-/// leaves behind.
+/// Detaches a FUSE mount at `dir` whose server is gone, as a crash leaves behind. The check is
+/// `statfs`, which always reaches the file system's server (a `stat` may be answered from the
+/// kernel's attribute cache for a while after the server died); a dead one gives `ENOTCONN`.
 pub fn clear_stale_mount(dir: &Path) -> std::io::Result<()> {
-    match std::fs::metadata(dir) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(dir = %dir.display(), "clearing a stale mount left by a crash");
-            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-                .map_err(std::io::Error::other)?;
-            // SAFETY: `c` is a NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated path and `stats` a properly sized out-parameter.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut stats) } == 0 {
+        return Ok(());
     }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+        return Ok(());
+    }
+    tracing::warn!(dir = %dir.display(), "clearing a stale mount left by a crash");
+    // SAFETY: `c` is a NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

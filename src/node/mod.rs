@@ -9,6 +9,10 @@
 //! whether or not it heard that it lost it. It treats the lease as good only until
 //! `renewed_at + ttl - margin`, and demotes itself at that instant if no renewal came back.
 
+mod driver;
+mod epoch;
 mod role;
 
+pub use driver::{NodeDriver, NodeParts};
+pub use epoch::{EpochError, EpochFile};
 pub use role::{Command, Input, Role, RoleMachine};

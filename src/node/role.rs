@@ -149,9 +149,10 @@ impl RoleMachine {
                 Vec::new()
             }
             Input::LeaseLost => self.demote(now),
-            Input::PrimaryIs(Some(info)) if info.hostname == self.hostname => {
+            Input::PrimaryIs(Some(info)) if self.candidate && info.hostname == self.hostname => {
                 // Our own entry: a lease of ours that we no longer hold (a restart before it
-                // expired). Wait for it to expire, then acquire.
+                // expired). Wait for it to expire, then acquire. (A static replica names the
+                // primary's hostname as its own, so this applies to candidates only.)
                 if matches!(self.role, Role::Primary { .. }) {
                     return Vec::new();
                 }

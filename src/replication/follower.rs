@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::NodeState;
 use crate::ltx::{detect_format, Decoder, LtxError};
 use crate::mount::{Applier, ApplyError};
+use crate::node::{EpochError, EpochFile};
 
 /// How a follower connects.
 #[derive(Clone, Debug)]
@@ -40,11 +41,14 @@ enum FollowError {
     Apply(#[from] ApplyError),
     #[error("the stream ended without an End frame")]
     Eof,
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
 }
 
 /// Follows the primary: subscribes, applies, and reconnects with backoff until stopped.
 pub struct Follower {
     applier: Applier,
+    epochs: Arc<EpochFile>,
     connector: Arc<dyn Connector>,
     node: Arc<NodeState>,
     options: FollowerOptions,
@@ -52,14 +56,17 @@ pub struct Follower {
 
 impl Follower {
     /// A follower that applies through `applier`.
+    /// Streams whose lease epoch is older than the highest in `epochs` are refused (fencing).
     pub fn new(
         applier: Applier,
+        epochs: Arc<EpochFile>,
         connector: Arc<dyn Connector>,
         node: Arc<NodeState>,
         options: FollowerOptions,
     ) -> Follower {
         Follower {
             applier,
+            epochs,
             connector,
             node,
             options,
@@ -111,9 +118,14 @@ impl Follower {
             .connector
             .subscribe(&self.options.primary_url, &request)
             .await?;
+        match response.epoch {
+            Some(epoch) => self.epochs.observe(epoch)?,
+            None => tracing::debug!("the primary states no lease epoch (a LiteFS primary)"),
+        }
         tracing::info!(
             url = self.options.primary_url,
             primary = ltxd_protocol::format_node_id(response.node_id),
+            epoch = response.epoch,
             "subscribed"
         );
         let mut machine = ReplicaStream::new(positions);

@@ -113,7 +113,10 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
             .args(["mount", "-config"])
             .arg(&self.config)
-            .env("LTXD_LOG", "info")
+            .env(
+                "LTXD_LOG",
+                std::env::var("LTXD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
