@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::{FakeService, Started, Transport};
-use ltxd_protocol::{BoxFuture, ConnectError, Connector, Features, Service, StreamRequest};
+use ltxd_protocol::{
+    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Service, StreamRequest, TxId,
+};
 use ltxd_quic::{serve, QuicConnector, QuicOptions, QuicServer};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -333,6 +335,20 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
         assert!(
             matches!(info, Err(ConnectError::Refused { status: 401, .. })),
             "info with token {token:?}: {info:?}"
+        );
+        // A large request is refused as soon as its token is read; the replica, still
+        // sending, gets the answer all the same.
+        let mut large = request("a.db");
+        for i in 0..100_000u64 {
+            large
+                .positions
+                .insert(format!("db-{i:06}.db"), Pos::new(TxId(i + 1), Checksum(i)));
+        }
+        let refused = connector(&client).subscribe(&url(&server), &large).await;
+        assert!(
+            matches!(refused, Err(ConnectError::Refused { status: 401, .. })),
+            "a large request with token {token:?}: {:?}",
+            refused.map(drop)
         );
     }
     assert!(service.requests().is_empty(), "refused before the service");

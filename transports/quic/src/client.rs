@@ -196,7 +196,11 @@ impl QuicConnector {
             Some(reason) => ConnectError::Io(format!("{}: {err}: {reason}", target.key())),
             None => ConnectError::Io(format!("{}: {err}", target.key())),
         };
-        send.write_all(&header).await.map_err(|err| io(&err))?;
+        match send.write_all(&header).await {
+            // The primary stopped reading early: it refused the request, and its answer follows.
+            Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
+            Err(err) => return Err(io(&err)),
+        }
         let _ = send.finish();
         let is_info = subscription.is_none();
         let response = match tokio::time::timeout(

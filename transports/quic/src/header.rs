@@ -87,22 +87,14 @@ impl HeaderError {
     }
 }
 
-/// What a replica asks on a stream.
+/// The start of a request: its kind and the token that came with it. The server checks the
+/// token before it reads the rest.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Request {
-    /// A subscription.
-    Subscribe(StreamRequest),
-    /// The node's state.
-    Info,
-}
-
-/// A request with the token that came with it.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RequestHeader {
+pub(crate) struct Preamble {
+    /// True for `info`, false for a subscription (whose fields follow).
+    pub(crate) info: bool,
     /// The shared token, when the replica sent one.
     pub(crate) token: Option<Vec<u8>>,
-    /// The request.
-    pub(crate) request: Request,
 }
 
 /// The primary's answer at the start of a stream.
@@ -322,8 +314,15 @@ impl<R: AsyncRead + Unpin> Fields<'_, R> {
         if len > limit {
             return Err(HeaderError::TooLong { what, len, limit });
         }
-        let mut bytes = vec![0u8; len];
-        self.r.read_exact(&mut bytes).await?;
+        // The buffer grows as bytes arrive, so a length alone reserves nothing.
+        let mut bytes = Vec::new();
+        (&mut *self.r)
+            .take(len as u64)
+            .read_to_end(&mut bytes)
+            .await?;
+        if bytes.len() < len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
         Ok(bytes)
     }
 
@@ -364,26 +363,29 @@ impl<R: AsyncRead + Unpin> Fields<'_, R> {
     }
 }
 
-/// Reads a request header from the start of a stream.
-pub(crate) async fn read_request<R: AsyncRead + Unpin>(
+/// Reads the start of a request header: magic, version, kind and token.
+pub(crate) async fn read_preamble<R: AsyncRead + Unpin>(
     r: &mut R,
-) -> Result<RequestHeader, HeaderError> {
+) -> Result<Preamble, HeaderError> {
     let mut fields = Fields { r };
     fields.start().await?;
-    let kind = fields.r.read_u8().await?;
-    if kind != KIND_SUBSCRIBE && kind != KIND_INFO {
-        return Err(HeaderError::Kind(kind));
-    }
+    let info = match fields.r.read_u8().await? {
+        KIND_SUBSCRIBE => false,
+        KIND_INFO => true,
+        kind => return Err(HeaderError::Kind(kind)),
+    };
     let token = match fields.flag("token").await? {
         false => None,
         true => Some(fields.bytes("token", 2, MAX_TOKEN_LEN).await?),
     };
-    if kind == KIND_INFO {
-        return Ok(RequestHeader {
-            token,
-            request: Request::Info,
-        });
-    }
+    Ok(Preamble { info, token })
+}
+
+/// Reads the rest of a subscription's request header, after its [`Preamble`].
+pub(crate) async fn read_subscription<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<StreamRequest, HeaderError> {
+    let mut fields = Fields { r };
     let node_id = fields.r.read_u64().await?;
     let features = Features::from_header(&fields.text("features", 2, MAX_FEATURES_LEN).await?);
     let filter = match fields.flag("filter").await? {
@@ -391,14 +393,11 @@ pub(crate) async fn read_request<R: AsyncRead + Unpin>(
         true => Some(fields.filter().await?),
     };
     let positions = decode_positions(&fields.bytes("position map", 4, MAX_POSITIONS_LEN).await?)?;
-    Ok(RequestHeader {
-        token,
-        request: Request::Subscribe(StreamRequest {
-            node_id,
-            filter,
-            positions,
-            features,
-        }),
+    Ok(StreamRequest {
+        node_id,
+        filter,
+        positions,
+        features,
     })
 }
 
@@ -466,8 +465,15 @@ mod tests {
         }
     }
 
-    async fn request(mut bytes: &[u8]) -> Result<RequestHeader, HeaderError> {
-        read_request(&mut bytes).await
+    /// A whole request: its preamble, and its subscription unless it is `info`.
+    async fn request(mut bytes: &[u8]) -> Result<(Preamble, Option<StreamRequest>), HeaderError> {
+        let preamble = read_preamble(&mut bytes).await?;
+        let subscription = match preamble.info {
+            true => None,
+            false => Some(read_subscription(&mut bytes).await?),
+        };
+        assert!(bytes.is_empty(), "the header was read to its end");
+        Ok((preamble, subscription))
     }
 
     async fn response(mut bytes: &[u8], info: bool) -> Result<Response, HeaderError> {
@@ -484,12 +490,10 @@ mod tests {
         ];
         for (token, subscription) in cases {
             let bytes = encode_request(token, subscription.as_ref()).unwrap();
-            let decoded = request(&bytes).await.unwrap();
-            assert_eq!(decoded.token.as_deref(), token);
-            match subscription {
-                Some(expected) => assert_eq!(decoded.request, Request::Subscribe(expected)),
-                None => assert_eq!(decoded.request, Request::Info),
-            }
+            let (preamble, decoded) = request(&bytes).await.unwrap();
+            assert_eq!(preamble.token.as_deref(), token);
+            assert_eq!(preamble.info, subscription.is_none());
+            assert_eq!(decoded, subscription);
             for cut in 0..bytes.len() {
                 let err = request(&bytes[..cut]).await.unwrap_err();
                 assert!(

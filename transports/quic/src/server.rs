@@ -11,7 +11,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, VarInt};
 use tokio::task::JoinHandle;
 
-use crate::header::{encode_response, read_request, Request, RequestHeader, Response};
+use crate::header::{encode_response, read_preamble, read_subscription, HeaderError, Response};
 use crate::{QuicError, QuicOptions, ALPN};
 
 /// The stream error code sent when the service's frames fail.
@@ -135,61 +135,45 @@ async fn stream(
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) {
-    let header = match tokio::time::timeout(shared.header_timeout, read_request(&mut recv)).await {
-        Err(_) => {
-            tracing::info!(%peer, "QUIC stream refused: no request header in time");
-            let _ = send.reset(HEADER_FAILED);
-            return;
-        }
-        Ok(Err(err)) if err.is_stream_failure() => {
-            tracing::debug!(%peer, %err, "QUIC stream failed before its request");
-            return;
-        }
-        Ok(Err(err)) => {
-            tracing::info!(%peer, %err, "QUIC stream refused: bad request header");
-            return refuse(&mut send, 400, &format!("bad request header: {err}")).await;
-        }
-        Ok(Ok(header)) => header,
-    };
-    drop(recv);
-    let RequestHeader { token, request } = header;
-    let node = match &request {
-        Request::Subscribe(request) => format_node_id(request.node_id),
-        Request::Info => "unknown".to_string(),
+    let deadline = tokio::time::Instant::now() + shared.header_timeout;
+    let preamble = match header(deadline, read_preamble(&mut recv), &mut send, peer).await {
+        Some(preamble) => preamble,
+        None => return,
     };
     if let Some(expected) = &shared.token {
-        let why = match token {
+        let why = match &preamble.token {
             None => Some("no token presented"),
-            Some(presented) if !expected.verify(&presented) => Some("wrong token"),
+            Some(presented) if !expected.verify(presented) => Some("wrong token"),
             Some(_) => None,
         };
         if let Some(why) = why {
-            tracing::warn!(%peer, %node, why, "QUIC stream refused: unauthorized");
-            return refuse(
-                &mut send,
-                401,
-                &Refusal::Unauthorized(why.to_string()).to_string(),
-            )
-            .await;
+            tracing::warn!(%peer, why, "QUIC stream refused: unauthorized");
+            let refusal = Refusal::Unauthorized(why.to_string());
+            return refuse(&mut send, 401, &refusal.to_string()).await;
         }
     }
-    let subscription = match request {
-        Request::Info => {
-            let info = match serde_json::to_vec(&shared.service.info()) {
-                Ok(json) => Response::Info(json),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot encode the node info");
-                    let _ = send.reset(HEADER_FAILED);
-                    return;
-                }
-            };
-            if respond(&mut send, &info).await {
-                let _ = send.finish();
+    if preamble.info {
+        drop(recv);
+        let info = match serde_json::to_vec(&shared.service.info()) {
+            Ok(json) => Response::Info(json),
+            Err(err) => {
+                tracing::warn!(%err, "cannot encode the node info");
+                let _ = send.reset(HEADER_FAILED);
+                return;
             }
-            return;
+        };
+        if respond(&mut send, &info).await {
+            let _ = send.finish();
         }
-        Request::Subscribe(request) => shared.service.subscribe(request),
+        return;
+    }
+    let request = match header(deadline, read_subscription(&mut recv), &mut send, peer).await {
+        Some(request) => request,
+        None => return,
     };
+    drop(recv);
+    let node = format_node_id(request.node_id);
+    let subscription = shared.service.subscribe(request);
     match subscription {
         Err(refusal) => {
             tracing::info!(%peer, %node, %refusal, "QUIC stream refused");
@@ -211,6 +195,33 @@ async fn stream(
                 tracing::debug!(%peer, %node, "QUIC stream open");
                 pump(accepted.body, send, peer).await;
             }
+        }
+    }
+}
+
+/// Reads part of a request header by `deadline`. On failure it answers (400 for a malformed
+/// header), logs why, and returns `None`.
+async fn header<T>(
+    deadline: tokio::time::Instant,
+    read: impl std::future::Future<Output = Result<T, HeaderError>>,
+    send: &mut quinn::SendStream,
+    peer: SocketAddr,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(value)) => Some(value),
+        Err(_) => {
+            tracing::info!(%peer, "QUIC stream refused: no request header in time");
+            let _ = send.reset(HEADER_FAILED);
+            None
+        }
+        Ok(Err(err)) if err.is_stream_failure() => {
+            tracing::debug!(%peer, %err, "QUIC stream failed before its request");
+            None
+        }
+        Ok(Err(err)) => {
+            tracing::info!(%peer, %err, "QUIC stream refused: bad request header");
+            refuse(send, 400, &format!("bad request header: {err}")).await;
+            None
         }
     }
 }
