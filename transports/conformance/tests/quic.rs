@@ -1,0 +1,365 @@
+//! The conformance suite against the QUIC transport, with insecure-dev TLS and with real
+//! certificate files (mTLS and a token), and the QUIC-specific refusals.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::{FakeService, Started, Transport};
+use ltxd_protocol::{
+    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Service, StreamRequest, TxId,
+};
+use ltxd_quic::{serve, QuicConnector, QuicOptions, QuicServer};
+use ltxd_transport_conformance as conformance;
+use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
+
+/// The files of a test PKI: a CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate, all signed by the CA.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn write_leaf(
+    dir: &Path,
+    name: &str,
+    names: &[&str],
+    ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, ca)
+            .unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn pki() -> Pki {
+    static CAS: AtomicUsize = AtomicUsize::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    // Each CA has its own name, as unrelated CAs do.
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("ltxd test CA {}", CAS.fetch_add(1, Ordering::SeqCst)),
+    );
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let (server_cert, server_key) =
+        write_leaf(dir.path(), "server", &["127.0.0.1", "localhost"], &ca);
+    let (client_cert, client_key) = write_leaf(dir.path(), "client", &["replica"], &ca);
+    Pki {
+        _dir: dir,
+        ca: ca_path,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+/// How one side of a test is configured.
+#[derive(Clone)]
+struct Side {
+    tls: TlsFiles,
+    token: Option<&'static str>,
+}
+
+impl Side {
+    fn insecure_dev() -> Side {
+        Side {
+            tls: TlsFiles {
+                insecure_dev: true,
+                ..TlsFiles::default()
+            },
+            token: None,
+        }
+    }
+
+    fn token(&self) -> Option<Token> {
+        self.token.map(|t| Token::new(t).unwrap())
+    }
+}
+
+fn mtls_server(pki: &Pki) -> Side {
+    Side {
+        tls: TlsFiles {
+            cert_file: Some(pki.server_cert.clone()),
+            key_file: Some(pki.server_key.clone()),
+            ca_file: Some(pki.ca.clone()),
+            client_auth: true,
+            insecure_dev: false,
+        },
+        token: Some("correct horse battery staple"),
+    }
+}
+
+fn mtls_client(pki: &Pki) -> Side {
+    Side {
+        tls: TlsFiles {
+            cert_file: Some(pki.client_cert.clone()),
+            key_file: Some(pki.client_key.clone()),
+            ca_file: Some(pki.ca.clone()),
+            client_auth: false,
+            insecure_dev: false,
+        },
+        token: Some("correct horse battery staple"),
+    }
+}
+
+fn options() -> QuicOptions {
+    QuicOptions {
+        handshake_timeout: Duration::from_secs(5),
+        ..QuicOptions::default()
+    }
+}
+
+fn start_server(service: Arc<dyn Service>, side: &Side, addr: SocketAddr) -> QuicServer {
+    serve(
+        addr,
+        service,
+        server_config(&side.tls).unwrap(),
+        side.token(),
+        &options(),
+    )
+    .unwrap()
+}
+
+fn connector(side: &Side) -> QuicConnector {
+    QuicConnector::new(client_config(&side.tls).unwrap(), side.token(), options()).unwrap()
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn url(server: &QuicServer) -> String {
+    format!("quic://{}", server.local_addr())
+}
+
+/// The QUIC transport with the given server and client settings.
+struct Quic {
+    server: Side,
+    client: Side,
+}
+
+impl Transport for Quic {
+    fn start(&self, service: Arc<dyn Service>) -> BoxFuture<'_, Started> {
+        Box::pin(async move {
+            let server = start_server(service, &self.server, localhost());
+            Started {
+                url: url(&server),
+                connector: Box::new(connector(&self.client)),
+                shutdown: Box::pin(server.shutdown()),
+            }
+        })
+    }
+}
+
+fn insecure() -> Quic {
+    Quic {
+        server: Side::insecure_dev(),
+        client: Side::insecure_dev(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_arrives_intact() {
+    conformance::request_arrives_intact(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_arrive_byte_exact() {
+    conformance::frames_arrive_byte_exact(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_streams_with_backpressure() {
+    conformance::large_body_streams_with_backpressure(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscription_does_not_block_another() {
+    conformance::stalled_subscription_does_not_block_another(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_map_to_statuses() {
+    conformance::refusals_map_to_statuses(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_round_trips() {
+    conformance::info_round_trips(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_body_ends_the_server_stream() {
+    conformance::dropping_the_body_ends_the_server_stream(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams() {
+    conformance::shutdown_ends_open_streams(&insecure()).await;
+}
+
+/// The whole suite again, with certificate files, mTLS and a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_with_certificate_files_mtls_and_a_token() {
+    let pki = pki();
+    conformance::run_all(&Quic {
+        server: mtls_server(&pki),
+        client: mtls_client(&pki),
+    })
+    .await;
+}
+
+fn request(db: &str) -> StreamRequest {
+    StreamRequest {
+        node_id: 9,
+        filter: Some([db.to_string()].into()),
+        positions: Default::default(),
+        features: Features::ALL,
+    }
+}
+
+async fn subscribe(connector: &QuicConnector, url: &str, db: &str) -> Result<(), ConnectError> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        connector.subscribe(url, &request(db)),
+    )
+    .await
+    .expect("the subscription neither succeeded nor failed")
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_share_one_connection_and_survive_a_restart() {
+    let service = FakeService::new();
+    let server = start_server(service.clone(), &Side::insecure_dev(), localhost());
+    let addr = server.local_addr();
+    let url = url(&server);
+    let client = connector(&Side::insecure_dev());
+    let mut bodies = Vec::new();
+    for db in ["a.db", "b.db", "c.db"] {
+        bodies.push(
+            client
+                .subscribe(&url, &request(db))
+                .await
+                .expect("subscribing"),
+        );
+    }
+    client.info(&url).await.expect("info");
+    assert_eq!(server.open_connections(), 1, "one connection per primary");
+
+    // A new server on the same address: the connector notices the old connection closed and
+    // opens a new one on the next call.
+    server.shutdown().await;
+    drop(bodies);
+    let server = start_server(service.clone(), &Side::insecure_dev(), addr);
+    subscribe(&client, &url, "a.db")
+        .await
+        .expect("subscribing after the primary restarted");
+    assert_eq!(server.open_connections(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let (pki, other) = (pki(), pki());
+    let server = start_server(FakeService::new(), &mtls_server(&pki), localhost());
+    let err = subscribe(&connector(&mtls_client(&other)), &url(&server), "a.db")
+        .await
+        .expect_err("a client that does not trust the server's CA connected");
+    let text = err.to_string();
+    eprintln!("refused as: {text}");
+    assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
+    assert!(text.contains("certificate"), "the error says why: {text}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused_under_mtls() {
+    let pki = pki();
+    let service = FakeService::new();
+    let server = start_server(service.clone(), &mtls_server(&pki), localhost());
+    let mut anonymous = mtls_client(&pki);
+    anonymous.tls.cert_file = None;
+    anonymous.tls.key_file = None;
+    let service_err = subscribe(&connector(&anonymous), &url(&server), "a.db")
+        .await
+        .expect_err("a client without a certificate was served");
+    let text = service_err.to_string();
+    assert!(matches!(service_err, ConnectError::Io(_)), "{text}");
+    assert!(text.contains("certificate"), "the error says why: {text}");
+    assert!(service.requests().is_empty(), "refused before the service");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_token_is_refused_with_401() {
+    let pki = pki();
+    let service = FakeService::new();
+    let server = start_server(service.clone(), &mtls_server(&pki), localhost());
+    for token in [Some("wrong"), None] {
+        let client = Side {
+            token,
+            ..mtls_client(&pki)
+        };
+        match subscribe(&connector(&client), &url(&server), "a.db").await {
+            Err(ConnectError::Refused {
+                status: 401,
+                message,
+            }) => {
+                assert!(message.contains("token"), "{message}");
+            }
+            other => panic!("token {token:?}: {other:?}"),
+        }
+        let info = connector(&client).info(&url(&server)).await;
+        assert!(
+            matches!(info, Err(ConnectError::Refused { status: 401, .. })),
+            "info with token {token:?}: {info:?}"
+        );
+        // A large request is refused as soon as its token is read; the replica, still
+        // sending, gets the answer all the same.
+        let mut large = request("a.db");
+        for i in 0..100_000u64 {
+            large
+                .positions
+                .insert(format!("db-{i:06}.db"), Pos::new(TxId(i + 1), Checksum(i)));
+        }
+        let refused = connector(&client).subscribe(&url(&server), &large).await;
+        assert!(
+            matches!(refused, Err(ConnectError::Refused { status: 401, .. })),
+            "a large request with token {token:?}: {:?}",
+            refused.map(drop)
+        );
+    }
+    assert!(service.requests().is_empty(), "refused before the service");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_of_other_transports_are_bad() {
+    let client = connector(&Side::insecure_dev());
+    assert!(matches!(
+        subscribe(&client, "http://127.0.0.1:1", "a.db").await,
+        Err(ConnectError::BadUrl(_))
+    ));
+}
