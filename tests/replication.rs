@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{Node, Transport};
 
 /// Waits until `done` holds, failing with `what` and both daemons' logs after `timeout`.
 fn wait_until(timeout: Duration, what: &str, nodes: &[&Node], mut done: impl FnMut() -> bool) {
@@ -61,9 +61,8 @@ fn snapshots_applied(replica: &Node) -> usize {
     replica.daemon_log().matches("snapshot applied").count()
 }
 
-#[test]
-fn ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica() {
-    let primary = Node::primary();
+fn ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica(transport: Transport) {
+    let primary = Node::primary_over(transport);
     let replica = Node::replica_of(&primary);
     let db = "blobs.db";
     primary.sqlite(
@@ -85,9 +84,8 @@ fn ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica() {
     assert_identical(&primary, &replica, db);
 }
 
-#[test]
-fn random_workloads_end_byte_identical_in_both_journal_modes() {
-    let primary = Node::primary();
+fn random_workloads_end_byte_identical_in_both_journal_modes(transport: Transport) {
+    let primary = Node::primary_over(transport);
     let replica = Node::replica_of(&primary);
     for (db, mode) in [
         ("delete.db", "DELETE"),
@@ -130,10 +128,9 @@ fn random_workloads_end_byte_identical_in_both_journal_modes() {
     );
 }
 
-#[test]
-fn a_reader_on_the_replica_never_sees_an_error_or_a_torn_state() {
+fn a_reader_on_the_replica_never_sees_an_error_or_a_torn_state(transport: Transport) {
     for mode in ["DELETE", "WAL"] {
-        let primary = Node::primary();
+        let primary = Node::primary_over(transport);
         let replica = Node::replica_of(&primary);
         let db = "app.db";
         primary.sqlite(db, &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB, total INTEGER);"));
@@ -182,9 +179,8 @@ fn a_reader_on_the_replica_never_sees_an_error_or_a_torn_state() {
     }
 }
 
-#[test]
-fn a_restarted_replica_resumes_without_a_snapshot() {
-    let primary = Node::primary();
+fn a_restarted_replica_resumes_without_a_snapshot(transport: Transport) {
+    let primary = Node::primary_over(transport);
     let mut replica = Node::replica_of(&primary);
     let db = "resume.db";
     primary.sqlite(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(v);");
@@ -218,9 +214,8 @@ fn a_restarted_replica_resumes_without_a_snapshot() {
     assert_identical(&primary, &replica, db);
 }
 
-#[test]
-fn a_replica_behind_retention_gets_a_snapshot() {
-    let mut primary = Node::primary();
+fn a_replica_behind_retention_gets_a_snapshot(transport: Transport) {
+    let mut primary = Node::primary_over(transport);
     let mut replica = Node::replica_of(&primary);
     let db = "behind.db";
     primary.sqlite(db, "CREATE TABLE t(v);");
@@ -253,9 +248,8 @@ fn a_replica_behind_retention_gets_a_snapshot() {
     assert_identical(&primary, &replica, db);
 }
 
-#[test]
-fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted() {
-    let primary = Node::primary();
+fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted(transport: Transport) {
+    let primary = Node::primary_over(transport);
     let mut replica = Node::replica_of(&primary);
     let db = "split.db";
     primary.sqlite(db, "CREATE TABLE t(v);");
@@ -267,7 +261,7 @@ fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted() {
     // at the same TXIDs the primary then uses for other writes.
     replica.stop();
     let own_url = replica.url.clone();
-    let primary_url = primary.url.clone();
+    let primary_url = primary.advertise_url.clone();
     replica.edit_config(|text| {
         text.replace("candidate: false", "candidate: true")
             .replace(&primary_url, &own_url)
@@ -296,9 +290,8 @@ fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted() {
     assert_identical(&primary, &replica, db);
 }
 
-#[test]
-fn status_primary_and_lag_files_show_each_nodes_role() {
-    let primary = Node::primary();
+fn status_primary_and_lag_files_show_each_nodes_role(transport: Transport) {
+    let primary = Node::primary_over(transport);
     let replica = Node::replica_of(&primary);
     let db = "status.db";
     primary.sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
@@ -328,3 +321,31 @@ fn status_primary_and_lag_files_show_each_nodes_role() {
     assert!((0..10_000).contains(&lag), "lag {lag}");
     assert!(!primary.path(".primary").exists() && !primary.path(".lag").exists());
 }
+
+/// Every test above runs over each transport: one conformance suite for HTTP and QUIC.
+macro_rules! over_each_transport {
+    ($($test:ident),* $(,)?) => {
+        mod http {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Transport::Http);
+            })*
+        }
+        mod quic {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Transport::Quic);
+            })*
+        }
+    };
+}
+
+over_each_transport!(
+    ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica,
+    random_workloads_end_byte_identical_in_both_journal_modes,
+    a_reader_on_the_replica_never_sees_an_error_or_a_torn_state,
+    a_restarted_replica_resumes_without_a_snapshot,
+    a_replica_behind_retention_gets_a_snapshot,
+    a_diverged_replica_is_detected_by_checksum_and_resnapshotted,
+    status_primary_and_lag_files_show_each_nodes_role,
+);

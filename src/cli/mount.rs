@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use ltxd::config::{process_env, Config, LeaseType};
+use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
 use ltxd::node::{EpochFile, NodeDriver, NodeParts};
-use ltxd::replication::{LogService, NodeState};
+use ltxd::replication::{LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
+use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
 
 /// `ltxd mount` arguments.
 #[derive(Args)]
@@ -133,7 +134,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             applier,
             node: Arc::clone(&node),
             epochs,
-            connector: Arc::new(ltxd_http::HttpConnector::new()),
+            connector: Arc::new(SchemeConnector::new(
+                Arc::new(ltxd_http::HttpConnector::new()),
+                quic_connector(&config)?,
+            )),
             reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
         },
     );
@@ -154,15 +158,27 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         runtime.handle().clone(),
     ));
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(listen_address(
-            &config.http.addr,
-        )))
+        .block_on(tokio::net::TcpListener::bind(http_listen_address(&config)))
         .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
     let server = {
         let _guard = runtime.enter();
-        ltxd_http::serve(listener, service)?
+        ltxd_http::serve(
+            listener,
+            Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
+        )?
     };
-    tracing::info!(addr = %server.local_addr(), "serving replication");
+    tracing::info!(addr = %server.local_addr(), "serving replication over HTTP");
+    let quic_server = if config.quic.addr.is_empty() {
+        None
+    } else {
+        let _guard = runtime.enter();
+        let server = serve_quic(
+            &config,
+            Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
+        )?;
+        tracing::info!(addr = %server.local_addr(), "serving replication over QUIC");
+        Some(server)
+    };
     let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
         .with_context(|| format!("mount {}", mount_dir.display()))?;
     let role = if node.is_primary() {
@@ -194,11 +210,100 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let _ = stop_driver.send(true);
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });
     runtime.block_on(server.shutdown());
+    if let Some(quic) = quic_server {
+        runtime.block_on(quic.shutdown());
+    }
     mounted.unmount().context("unmount")?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     log.flush_index()?;
     tracing::info!("unmounted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The TLS files of a transport section, as the security crate takes them.
+fn tls_files(security: &SecurityConfig) -> TlsFiles {
+    let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+    TlsFiles {
+        cert_file: path(&security.cert_file),
+        key_file: path(&security.key_file),
+        ca_file: path(&security.ca_file),
+        client_auth: security.client_auth,
+        insecure_dev: security.insecure_dev,
+    }
+}
+
+/// The shared token of a transport section, if one is set.
+fn token(section: &str, security: &SecurityConfig) -> anyhow::Result<Option<Token>> {
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Token::from_settings(
+        nonempty(&security.token).as_deref(),
+        nonempty(&security.token_env).as_deref(),
+    )
+    .with_context(|| format!("{section}.token"))
+}
+
+/// The QUIC connector for following a `quic://` primary, when this node has client settings.
+fn quic_connector(config: &Config) -> anyhow::Result<Option<Arc<dyn ltxd_protocol::Connector>>> {
+    let security = config.quic.security();
+    if security.ca_file.is_empty() && !security.insecure_dev {
+        return Ok(None);
+    }
+    let tls = client_config(&tls_files(&security)).context("quic.ca-file")?;
+    let connector =
+        ltxd_quic::QuicConnector::new(tls, token("quic", &security)?, quic_options(config))
+            .context("quic")?;
+    Ok(Some(Arc::new(connector)))
+}
+
+fn quic_options(config: &Config) -> ltxd_quic::QuicOptions {
+    ltxd_quic::QuicOptions {
+        keep_alive_interval: config.quic.keep_alive_interval,
+        idle_timeout: config.quic.idle_timeout,
+        ..ltxd_quic::QuicOptions::default()
+    }
+}
+
+/// Serves replication over QUIC at `quic.addr`.
+fn serve_quic(
+    config: &Config,
+    service: Arc<dyn ltxd_protocol::Service>,
+) -> anyhow::Result<ltxd_quic::QuicServer> {
+    let security = config.quic.security();
+    let addr = listen_address(&config.quic.addr)
+        .parse()
+        .with_context(|| format!("quic.addr: not a socket address: {}", config.quic.addr))?;
+    let tls = server_config(&tls_files(&security)).context("quic.cert-file")?;
+    Ok(ltxd_quic::serve(
+        addr,
+        service,
+        tls,
+        token("quic", &security)?,
+        &quic_options(config),
+    )
+    .context("quic.addr")?)
+}
+
+/// Where the HTTP API listens. Without the explicit `http.insecure-cleartext: true`, only on
+/// loopback: no replication or control endpoint is open to anyone who can reach the port unless
+/// the configuration says so.
+fn http_listen_address(config: &Config) -> String {
+    let addr = listen_address(&config.http.addr);
+    if config.http.insecure_cleartext {
+        return addr;
+    }
+    let port = addr.rsplit(':').next().unwrap_or("20202");
+    let loopback = format!("127.0.0.1:{port}");
+    let host = addr.rsplit_once(':').map_or("", |(host, _)| host);
+    if host != "127.0.0.1" && host != "localhost" && host != "[::1]" {
+        tracing::warn!(
+            "http: the API is not authenticated, so it listens on {loopback} only; set \
+             http.insecure-cleartext: true for LiteFS's open access"
+        );
+    }
+    if host == "localhost" || host == "[::1]" {
+        return addr;
+    }
+    loopback
 }
 
 /// A Go-style listen address (`":20202"`) as a socket address to bind.

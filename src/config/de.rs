@@ -69,6 +69,8 @@ null_keeps_default_duration! {
     demote_delay = dflt::LEASE_DEMOTE_DELAY;
     lease_ttl = dflt::LEASE_TTL;
     lock_delay = dflt::CONSUL_LOCK_DELAY;
+    quic_keep_alive = dflt::QUIC_KEEP_ALIVE;
+    quic_idle_timeout = dflt::QUIC_IDLE_TIMEOUT;
 }
 
 /// `exec`: a single command string, or a list of `{cmd, if-candidate}` entries. Null means no

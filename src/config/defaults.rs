@@ -44,3 +44,8 @@ pub const TRACING_MAX_SIZE_MB: u64 = 64;
 pub const TRACING_MAX_COUNT: u32 = 8;
 /// `tracing.compress`: whether rotated trace files are compressed.
 pub const TRACING_COMPRESS: bool = true;
+
+/// `quic.keep-alive-interval`.
+pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// `quic.idle-timeout`.
+pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -74,6 +74,9 @@ pub struct Config {
     /// The replication HTTP API.
     #[serde(default, deserialize_with = "de::or_default")]
     pub http: HttpConfig,
+    /// The QUIC transport (an ltxd extension).
+    #[serde(default, deserialize_with = "de::or_default")]
+    pub quic: QuicConfig,
     /// LiteFS's HTTP proxy for consistent reads. Accepted, not yet acted on.
     #[serde(default, deserialize_with = "de::or_default")]
     pub proxy: ProxyConfig,
@@ -175,6 +178,32 @@ pub struct HttpConfig {
     /// How long building a snapshot for a replica may take; zero means `data.retention`.
     #[serde(deserialize_with = "de::duration")]
     pub snapshot_timeout: Duration,
+    /// The node's certificate chain (PEM); enables TLS.
+    #[serde(deserialize_with = "de::or_default")]
+    pub cert_file: String,
+    /// The certificate's private key (PEM).
+    #[serde(deserialize_with = "de::or_default")]
+    pub key_file: String,
+    /// CA certificates (PEM) that verify peers.
+    #[serde(deserialize_with = "de::or_default")]
+    pub ca_file: String,
+    /// Demand a client certificate that chains to `ca-file` (mTLS).
+    #[serde(deserialize_with = "de::or_default")]
+    pub client_auth: bool,
+    /// Development only: a self-signed certificate, and any server certificate accepted.
+    #[serde(deserialize_with = "de::or_default")]
+    pub insecure_dev: bool,
+    /// A shared token that every request must present.
+    #[serde(deserialize_with = "de::or_default")]
+    pub token: String,
+    /// The name of an environment variable holding the token.
+    #[serde(deserialize_with = "de::or_default")]
+    pub token_env: String,
+    /// Serve the HTTP API without authentication on every interface, as LiteFS does (an
+    /// explicit opt-in). Without it and without `token` or `client-auth`, the API listens on
+    /// loopback only.
+    #[serde(deserialize_with = "de::or_default")]
+    pub insecure_cleartext: bool,
 }
 
 impl Default for HttpConfig {
@@ -182,6 +211,123 @@ impl Default for HttpConfig {
         Self {
             addr: defaults::HTTP_ADDR.to_string(),
             snapshot_timeout: Duration::ZERO,
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            client_auth: false,
+            insecure_dev: false,
+            token: String::new(),
+            token_env: String::new(),
+            insecure_cleartext: false,
+        }
+    }
+}
+
+/// TLS and authentication settings, the same keys under `http.` and `quic.` (ltxd
+/// extensions); see [`HttpConfig::security`] and [`QuicConfig::security`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// `cert-file`.
+    pub cert_file: String,
+    /// `key-file`.
+    pub key_file: String,
+    /// `ca-file`.
+    pub ca_file: String,
+    /// `client-auth`.
+    pub client_auth: bool,
+    /// `insecure-dev`.
+    pub insecure_dev: bool,
+    /// `token`.
+    pub token: String,
+    /// `token-env`.
+    pub token_env: String,
+}
+
+impl SecurityConfig {
+    /// True when requests must authenticate (a token, or a client certificate).
+    pub fn authenticates(&self) -> bool {
+        !self.token.is_empty() || !self.token_env.is_empty() || self.client_auth
+    }
+
+    /// True when TLS material is configured.
+    pub fn has_tls(&self) -> bool {
+        !self.cert_file.is_empty() || !self.ca_file.is_empty() || self.insecure_dev
+    }
+}
+
+/// Defines `security()` for a section with the TLS and authentication keys.
+macro_rules! security_of {
+    ($($section:ty),*) => {$(
+        impl $section {
+            /// The section's TLS and authentication settings.
+            pub fn security(&self) -> SecurityConfig {
+                SecurityConfig {
+                    cert_file: self.cert_file.clone(),
+                    key_file: self.key_file.clone(),
+                    ca_file: self.ca_file.clone(),
+                    client_auth: self.client_auth,
+                    insecure_dev: self.insecure_dev,
+                    token: self.token.clone(),
+                    token_env: self.token_env.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+security_of!(HttpConfig, QuicConfig);
+
+/// `quic`: the QUIC transport (an ltxd extension). A node serves QUIC when `addr` is set, and
+/// follows a primary over QUIC when the primary's advertise URL is `quic://host:port`. QUIC
+/// refuses to start without TLS material unless `insecure-dev` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuicConfig {
+    /// Listen address (`host:port`, or `:port` for every interface); empty disables QUIC.
+    #[serde(deserialize_with = "de::or_default")]
+    pub addr: String,
+    /// The node's certificate chain (PEM); enables TLS.
+    #[serde(deserialize_with = "de::or_default")]
+    pub cert_file: String,
+    /// The certificate's private key (PEM).
+    #[serde(deserialize_with = "de::or_default")]
+    pub key_file: String,
+    /// CA certificates (PEM) that verify peers.
+    #[serde(deserialize_with = "de::or_default")]
+    pub ca_file: String,
+    /// Demand a client certificate that chains to `ca-file` (mTLS).
+    #[serde(deserialize_with = "de::or_default")]
+    pub client_auth: bool,
+    /// Development only: a self-signed certificate, and any server certificate accepted.
+    #[serde(deserialize_with = "de::or_default")]
+    pub insecure_dev: bool,
+    /// A shared token that every request must present.
+    #[serde(deserialize_with = "de::or_default")]
+    pub token: String,
+    /// The name of an environment variable holding the token.
+    #[serde(deserialize_with = "de::or_default")]
+    pub token_env: String,
+    /// How often an idle connection sends a keep-alive.
+    #[serde(deserialize_with = "de::quic_keep_alive")]
+    pub keep_alive_interval: Duration,
+    /// How long a connection may hear nothing before it is dead.
+    #[serde(deserialize_with = "de::quic_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            addr: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            client_auth: false,
+            insecure_dev: false,
+            token: String::new(),
+            token_env: String::new(),
+            keep_alive_interval: defaults::QUIC_KEEP_ALIVE,
+            idle_timeout: defaults::QUIC_IDLE_TIMEOUT,
         }
     }
 }
@@ -583,6 +729,7 @@ impl Config {
             data: DataConfig::default(),
             fuse: FuseConfig::default(),
             http: HttpConfig::default(),
+            quic: QuicConfig::default(),
             proxy: ProxyConfig::default(),
             lease: LeaseConfig::new(lease_type),
             backup: BackupConfig::default(),

@@ -47,9 +47,45 @@ impl Config {
         } else if self.proxy.db.is_empty() {
             return fail("proxy.db", "required when proxy.target is set");
         }
+        self.check_transports()?;
         self.check_lease()?;
         if self.backup.kind == Some(BackupType::File) && self.backup.path.is_empty() {
             return fail("backup.path", "required when backup.type is file");
+        }
+        Ok(())
+    }
+
+    fn check_transports(&self) -> Result<(), Failure> {
+        for (section, security) in [
+            ("http", self.http.security()),
+            ("quic", self.quic.security()),
+        ] {
+            if !security.token.is_empty() && !security.token_env.is_empty() {
+                return fail(
+                    &format!("{section}.token-env"),
+                    "set token or token-env, not both",
+                );
+            }
+            if security.client_auth && security.ca_file.is_empty() {
+                return fail(
+                    &format!("{section}.ca-file"),
+                    "required with client-auth: it verifies the client certificates",
+                );
+            }
+            if security.cert_file.is_empty() != security.key_file.is_empty() {
+                return fail(
+                    &format!("{section}.key-file"),
+                    "cert-file and key-file go together",
+                );
+            }
+        }
+        let quic = self.quic.security();
+        if !self.quic.addr.is_empty() && quic.cert_file.is_empty() && !quic.insecure_dev {
+            return fail(
+                "quic.cert-file",
+                "QUIC needs TLS material (cert-file and key-file), or an explicit \
+                 insecure-dev: true for development",
+            );
         }
         Ok(())
     }

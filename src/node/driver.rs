@@ -218,6 +218,9 @@ impl NodeDriver {
             Arc::clone(&self.parts.connector),
             Arc::clone(&self.parts.node),
             FollowerOptions {
+                stream_per_database: crate::replication::SchemeConnector::is_quic(
+                    &primary.advertise_url,
+                ),
                 primary_url: primary.advertise_url,
                 reconnect_delay: self.parts.reconnect_delay,
                 max_backoff: Duration::from_secs(5),

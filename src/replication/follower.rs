@@ -22,7 +22,18 @@ pub struct FollowerOptions {
     pub reconnect_delay: Duration,
     /// The longest delay between attempts.
     pub max_backoff: Duration,
+    /// One subscription per database instead of one for all (over QUIC, each is its own
+    /// stream, so a slow database never holds up the others). New databases are found by
+    /// asking the primary's `/info` every second.
+    pub stream_per_database: bool,
 }
+
+/// How often a follower with a stream per database looks for new databases.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one look for new databases may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long subscribing (connecting and the primary's answer) may take before a retry.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why one subscription ended.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +57,7 @@ enum FollowError {
 }
 
 /// Follows the primary: subscribes, applies, and reconnects with backoff until stopped.
+#[derive(Clone)]
 pub struct Follower {
     applier: Applier,
     epochs: Arc<EpochFile>,
@@ -74,11 +86,56 @@ impl Follower {
     }
 
     /// Runs until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        if self.options.stream_per_database {
+            self.follow_each_database(stop).await;
+        } else {
+            self.follow(None, stop).await;
+        }
+    }
+
+    /// Keeps one stream per database: the local ones, and the primary's as it reports them.
+    async fn follow_each_database(self, mut stop: watch::Receiver<bool>) {
+        let mut streams = std::collections::BTreeMap::new();
+        while !*stop.borrow() {
+            let local = self.applier.positions().into_keys();
+            let remote = match tokio::time::timeout(
+                DISCOVERY_TIMEOUT,
+                self.connector.info(&self.options.primary_url),
+            )
+            .await
+            {
+                Ok(Ok(info)) => info.databases.into_keys().collect(),
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "cannot list the primary's databases");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::debug!("listing the primary's databases timed out");
+                    Vec::new()
+                }
+            };
+            for name in local.chain(remote) {
+                streams
+                    .entry(name.clone())
+                    .or_insert_with(|| tokio::spawn(self.clone().follow(Some(name), stop.clone())));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        for (_, stream) in streams {
+            let _ = stream.await;
+        }
+    }
+
+    /// Follows database `only` (or every database), reconnecting with backoff, until stopped.
+    async fn follow(self, only: Option<String>, mut stop: watch::Receiver<bool>) {
         let mut delay = self.options.reconnect_delay;
         while !*stop.borrow() {
             let result = tokio::select! {
-                result = self.follow_once() => result,
+                result = self.follow_once(only.as_deref()) => result,
                 _ = stop.changed() => break,
             };
             match result {
@@ -106,18 +163,24 @@ impl Follower {
     }
 
     /// One subscription, from connecting to the end of the stream.
-    async fn follow_once(&self) -> Result<(), FollowError> {
-        let positions = self.applier.positions();
+    async fn follow_once(&self, only: Option<&str>) -> Result<(), FollowError> {
+        let mut positions = self.applier.positions();
+        if let Some(db) = only {
+            positions.retain(|name, _| name == db);
+        }
         let request = StreamRequest {
             node_id: self.node.node_id,
-            filter: None,
+            filter: only.map(|db| [db.to_string()].into()),
             positions: positions.clone(),
             features: Features::ALL,
         };
-        let mut response = self
-            .connector
-            .subscribe(&self.options.primary_url, &request)
-            .await?;
+        let mut response = tokio::time::timeout(
+            SUBSCRIBE_TIMEOUT,
+            self.connector
+                .subscribe(&self.options.primary_url, &request),
+        )
+        .await
+        .map_err(|_| ConnectError::Io("subscribing timed out".into()))??;
         match response.epoch {
             Some(epoch) => self.epochs.observe(epoch)?,
             None => tracing::debug!("the primary states no lease epoch (a LiteFS primary)"),

@@ -7,11 +7,13 @@
 //! subscribes through any [`ltxd_protocol::Connector`] and applies each file through the
 //! mount's [`crate::mount::Applier`].
 
+mod connector;
 mod follower;
 mod log_view;
 mod node;
 mod service;
 
+pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};
 pub use node::NodeState;
 pub use service::LogService;

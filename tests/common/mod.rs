@@ -34,7 +34,28 @@ pub struct Node {
     config: PathBuf,
     /// The URL of this node's HTTP server.
     pub url: String,
+    /// The URL in this node's `lease.advertise-url`: its own on a primary, the primary's on a
+    /// static replica.
+    pub advertise_url: String,
     child: Option<Child>,
+}
+
+/// How replicas reach the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/2 in cleartext, LiteFS's dialect.
+    Http,
+    /// QUIC with a self-signed certificate (`quic.insecure-dev`).
+    Quic,
+}
+
+/// A loopback UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A loopback port that was free a moment ago.
@@ -65,28 +86,61 @@ fn detach(dir: &Path) {
 impl Node {
     /// A primary on a static lease.
     pub fn primary() -> Node {
-        Node::with_lease("candidate: true")
+        Node::primary_over(Transport::Http)
     }
 
-    /// A replica on a static lease that follows `primary`.
+    /// A primary on a static lease that replicas follow over `transport`.
+    pub fn primary_over(transport: Transport) -> Node {
+        let port = free_port();
+        match transport {
+            Transport::Http => Node::build(
+                port,
+                &format!("http://127.0.0.1:{port}"),
+                "candidate: true",
+                "",
+            ),
+            Transport::Quic => {
+                let quic = free_udp_port();
+                Node::build(
+                    port,
+                    &format!("quic://127.0.0.1:{quic}"),
+                    "candidate: true",
+                    &format!("quic:\n  addr: 127.0.0.1:{quic}\n  insecure-dev: true\n"),
+                )
+            }
+        }
+    }
+
+    /// A replica on a static lease that follows `primary`, over the transport its advertise URL
+    /// names.
     pub fn replica_of(primary: &Node) -> Node {
-        Node::build(free_port(), &primary.url, "candidate: false")
+        let quic = if primary.advertise_url.starts_with("quic://") {
+            "quic:\n  insecure-dev: true\n"
+        } else {
+            ""
+        };
+        Node::build(
+            free_port(),
+            &primary.advertise_url,
+            "candidate: false",
+            quic,
+        )
     }
 
     /// A node whose `lease:` section ends with `lease_tail` (after `type: static`), advertising
     /// its own URL.
     pub fn with_lease(lease_tail: &str) -> Node {
         let port = free_port();
-        Node::build(port, &format!("http://127.0.0.1:{port}"), lease_tail)
+        Node::build(port, &format!("http://127.0.0.1:{port}"), lease_tail, "")
     }
 
-    fn build(port: u16, advertise_url: &str, lease_tail: &str) -> Node {
+    fn build(port: u16, advertise_url: &str, lease_tail: &str, extra: &str) -> Node {
         let root = tempfile::tempdir().unwrap();
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
         let config = root.path().join("ltxd.yml");
         let text = format!(
-            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  {lease_tail}\n",
+            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  {lease_tail}\n{extra}",
             mnt.display(),
             data.display()
         );
@@ -97,6 +151,7 @@ impl Node {
             data,
             config,
             url: format!("http://127.0.0.1:{port}"),
+            advertise_url: advertise_url.to_string(),
             child: None,
         };
         node.start();
