@@ -173,7 +173,10 @@ impl EtcdLeaser {
             .with_require_leader(true);
         match (&config.username, &config.password) {
             (Some(user), Some(password)) => {
-                options = options.with_user(user.clone(), password.clone());
+                // etcd's auth tokens expire; fetch a new one rather than fail.
+                options = options
+                    .with_user(user.clone(), password.clone())
+                    .with_auto_token_refresh(true);
             }
             (None, None) => {}
             _ => {

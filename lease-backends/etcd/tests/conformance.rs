@@ -25,8 +25,18 @@ const STARTUP: Duration = Duration::from_secs(20);
 struct Etcd {
     child: Child,
     endpoint: String,
+    /// The files a client needs to reach an etcd that serves TLS.
+    tls: Option<ClientTls>,
     /// Removed when dropped, after the process is gone.
     _dir: tempfile::TempDir,
+}
+
+/// PEM files for a client of an etcd that serves TLS and requires client certificates.
+#[derive(Clone)]
+struct ClientTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl Drop for Etcd {
@@ -70,16 +80,17 @@ fn free_port() -> u16 {
 
 impl Etcd {
     async fn start() -> Result<Etcd, Unavailable> {
-        Etcd::start_on(None).await
+        Etcd::start_with(None, false).await
     }
 
-    /// Starts etcd with its client URL on `port`, or on a free port.
-    async fn start_on(port: Option<u16>) -> Result<Etcd, Unavailable> {
+    /// Starts etcd with its client URL on `port` (or on a free port), serving TLS with client
+    /// certificates if `tls`.
+    async fn start_with(port: Option<u16>, tls: bool) -> Result<Etcd, Unavailable> {
         let binary = etcd_binary()?;
         let mut last_failure = String::new();
         for _attempt in 0..3 {
             let client = port.unwrap_or_else(free_port);
-            match Etcd::try_start(&binary, client).await {
+            match Etcd::try_start(&binary, client, tls).await {
                 Ok(etcd) => return Ok(etcd),
                 Err(failure) => last_failure = failure,
             }
@@ -87,10 +98,24 @@ impl Etcd {
         panic!("etcd did not start: {last_failure}");
     }
 
-    async fn try_start(binary: &PathBuf, client: u16) -> Result<Etcd, String> {
+    async fn try_start(binary: &PathBuf, client: u16, tls: bool) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
         let peer = free_port();
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if tls { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
+        let mut tls_args = Vec::new();
+        let client_tls = if tls {
+            let (server, client) = make_certificates(dir.path());
+            tls_args = vec![
+                format!("--cert-file={}", server.cert.display()),
+                format!("--key-file={}", server.key.display()),
+                format!("--trusted-ca-file={}", server.ca.display()),
+                "--client-cert-auth".to_string(),
+            ];
+            Some(client)
+        } else {
+            None
+        };
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = dir.path().join("etcd.log");
         let log = File::create(&log_path).map_err(|e| format!("the etcd log: {e}"))?;
@@ -104,6 +129,7 @@ impl Etcd {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=ltxd-test={peer_url}"))
             .arg("--initial-cluster-state=new")
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -112,6 +138,7 @@ impl Etcd {
         let mut etcd = Etcd {
             child,
             endpoint,
+            tls: client_tls,
             _dir: dir,
         };
         let started = Instant::now();
@@ -148,8 +175,49 @@ impl Etcd {
             format!("http://node-{node}:20202"),
         );
         config.ttl = TTL;
+        if let Some(tls) = &self.tls {
+            config.ca_file = Some(tls.ca.clone());
+            config.cert_file = Some(tls.cert.clone());
+            config.key_file = Some(tls.key.clone());
+        }
         config
     }
+}
+
+/// Writes a CA, a server certificate for 127.0.0.1 and a client certificate, all signed by
+/// the CA, into `dir`; returns the server's files and the client's.
+fn make_certificates(dir: &std::path::Path) -> (ClientTls, ClientTls) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write a PEM file");
+        path
+    };
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("the CA certificate");
+    let ca = write("ca.pem", ca_cert.pem());
+    let issuer = Issuer::new(ca_params, ca_key);
+    let issue = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("certificate parameters");
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).expect("a certificate");
+        ClientTls {
+            ca: ca.clone(),
+            cert: write(&format!("{name}.pem"), cert.pem()),
+            key: write(&format!("{name}-key.pem"), key.serialize_pem()),
+        }
+    };
+    let server = issue("server", ExtendedKeyUsagePurpose::ServerAuth);
+    let client = issue("client", ExtendedKeyUsagePurpose::ClientAuth);
+    (server, client)
 }
 
 /// An etcd and the key its nodes contend for.
@@ -279,7 +347,9 @@ fn an_etcd_that_is_down_at_first_is_reached_later() {
             leaser.primary_info().await,
             Err(LeaseError::Backend(_))
         ));
-        let _etcd = Etcd::start_on(Some(port)).await.expect("etcd starts");
+        let _etcd = Etcd::start_with(Some(port), false)
+            .await
+            .expect("etcd starts");
         let started = Instant::now();
         loop {
             match leaser.primary_info().await {
@@ -291,5 +361,73 @@ fn an_etcd_that_is_down_at_first_is_reached_later() {
                 other => panic!("the leaser never reached etcd: {other:?}"),
             }
         }
+    });
+}
+
+#[test]
+fn tls_with_client_certificates_works_and_is_required() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let etcd = match Etcd::start_with(None, true).await {
+            Ok(etcd) => etcd,
+            Err(Unavailable(reason)) => return println!("skipped: {reason}"),
+        };
+        assert!(etcd.endpoint.starts_with("https://"));
+        let leaser = EtcdLeaser::new(etcd.config(0, "/app/lease")).unwrap();
+        let lease = leaser.acquire().await.expect("acquire over TLS");
+        assert_eq!(leaser.primary_info().await.unwrap().hostname, "node-0");
+        lease.release().await.unwrap();
+
+        // Without a client certificate, etcd refuses the connection.
+        let mut config = etcd.config(1, "/app/lease");
+        config.cert_file = None;
+        config.key_file = None;
+        config.request_timeout = Duration::from_secs(2);
+        let anonymous = EtcdLeaser::new(config).unwrap();
+        assert!(matches!(
+            anonymous.acquire().await,
+            Err(LeaseError::Backend(_))
+        ));
+    });
+}
+
+#[test]
+fn a_user_and_password_authenticate() {
+    with_etcd(|etcd| async move {
+        let mut admin = etcd_client::Client::connect([&etcd.endpoint], None)
+            .await
+            .expect("an admin client");
+        admin
+            .user_add("root", "rootpw", None)
+            .await
+            .expect("add root");
+        // etcd may already have the root role; granting it is what matters.
+        let _ = admin.role_add("root").await;
+        admin
+            .user_grant_role("root", "root")
+            .await
+            .expect("grant root the root role");
+        admin.auth_enable().await.expect("enable authentication");
+
+        let mut config = etcd.config(0, "/app/lease");
+        config.username = Some("root".into());
+        config.password = Some("rootpw".into());
+        let leaser = EtcdLeaser::new(config.clone()).unwrap();
+        let lease = leaser.acquire().await.expect("acquire as root");
+        lease.renew().await.expect("renew as root");
+        lease.release().await.expect("release as root");
+
+        config.password = Some("wrong".into());
+        let wrong = EtcdLeaser::new(config).unwrap();
+        assert!(matches!(wrong.acquire().await, Err(LeaseError::Backend(_))));
+        let anonymous = EtcdLeaser::new(etcd.config(1, "/app/lease")).unwrap();
+        assert!(matches!(
+            anonymous.acquire().await,
+            Err(LeaseError::Backend(_))
+        ));
     });
 }
