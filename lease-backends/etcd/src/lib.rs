@@ -56,7 +56,7 @@ pub struct EtcdConfig {
     pub advertise_url: String,
     /// User name for etcd authentication (`lease.etcd.username`).
     pub username: Option<String>,
-    /// Its password (`lease.etcd.password`).
+    /// Its password (`lease.etcd.password`); `None` with a user name means an empty one.
     pub password: Option<String>,
     /// PEM file of the CA that signs the servers' certificates; `None` trusts the system's
     /// roots (`lease.etcd.ca-file`).
@@ -147,8 +147,9 @@ impl EtcdLeaser {
     /// A leaser for `config`. Reads the TLS files, but does not connect: an unreachable etcd
     /// shows up as [`LeaseError::Backend`] from the operations. Fails with
     /// [`LeaseError::Config`] if there is no endpoint, the key, hostname or advertise URL is
-    /// empty, a TLS file cannot be read, TLS files are given without an `https://` endpoint, or
-    /// only one of the user name and password, or of the certificate and key, is given.
+    /// empty, a TLS file cannot be read, TLS files are given without an `https://` endpoint,
+    /// `http://` and `https://` endpoints are mixed, a password is given without a user name, or
+    /// only one of the certificate and key is given.
     pub fn new(config: EtcdConfig) -> Result<EtcdLeaser, LeaseError> {
         if config.endpoints.is_empty() || config.endpoints.iter().any(|e| e.is_empty()) {
             return Err(LeaseError::Config(
@@ -172,16 +173,16 @@ impl EtcdLeaser {
             .with_keep_alive(timeout, timeout)
             .with_require_leader(true);
         match (&config.username, &config.password) {
-            (Some(user), Some(password)) => {
+            (Some(user), password) => {
                 // etcd's auth tokens expire; fetch a new one rather than fail.
                 options = options
-                    .with_user(user.clone(), password.clone())
+                    .with_user(user.clone(), password.clone().unwrap_or_default())
                     .with_auto_token_refresh(true);
             }
             (None, None) => {}
-            _ => {
+            (None, Some(_)) => {
                 return Err(LeaseError::Config(
-                    "lease.etcd.username and lease.etcd.password go together".into(),
+                    "lease.etcd.password is set without lease.etcd.username".into(),
                 ))
             }
         }
@@ -715,7 +716,7 @@ mod tests {
         assert!(refused(&|c| c.key.clear()));
         assert!(refused(&|c| c.hostname.clear()));
         assert!(refused(&|c| c.ttl = Duration::ZERO));
-        assert!(refused(&|c| c.username = Some("u".into())));
+        assert!(refused(&|c| c.password = Some("p".into())));
         assert!(refused(&|c| c.ca_file = Some("/ca.pem".into())));
         assert!(refused(&|c| {
             c.endpoints = vec!["https://etcd:2379".into()];
