@@ -273,14 +273,14 @@ fn serve_quic(
         .parse()
         .with_context(|| format!("quic.addr: not a socket address: {}", config.quic.addr))?;
     let tls = server_config(&tls_files(&security)).context("quic.cert-file")?;
-    Ok(ltxd_quic::serve(
+    ltxd_quic::serve(
         addr,
         service,
         tls,
         token("quic", &security)?,
         &quic_options(config),
     )
-    .context("quic.addr")?)
+    .context("quic.addr")
 }
 
 /// Where the HTTP API listens. Without the explicit `http.insecure-cleartext: true`, only on

@@ -67,13 +67,19 @@ pub struct Capabilities {
 }
 
 /// How a check ended, when it did not panic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Every assertion held.
     Passed,
-    /// The check does not apply to this backend, for the reason given.
-    Skipped(&'static str),
+    /// The check does not apply to this backend, or the backend is unavailable and the tests
+    /// were told to skip it, for the reason given.
+    Skipped(String),
 }
+
+/// A backend that cannot be tested here and that the tests were told to skip (for example,
+/// etcd is not installed and `LTXD_SKIP_ETCD=1`), with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable(pub String);
 
 /// One conformance check.
 #[derive(Clone, Copy)]
@@ -140,7 +146,7 @@ pub const CHECKS: &[Check] = &[
 pub fn run<M, F>(name: &str, make: M) -> Outcome
 where
     M: FnOnce() -> F,
-    F: Future<Output = Box<dyn Cluster>>,
+    F: Future<Output = Result<Box<dyn Cluster>, Unavailable>>,
 {
     let check = CHECKS
         .iter()
@@ -152,9 +158,15 @@ where
         .build()
         .expect("a tokio runtime for the conformance check");
     runtime.block_on(async {
-        let cluster = make().await;
+        let cluster = match make().await {
+            Ok(cluster) => cluster,
+            Err(Unavailable(reason)) => {
+                println!("conformance check {} skipped: {reason}", check.name);
+                return Outcome::Skipped(reason);
+            }
+        };
         let outcome = (check.run)(&*cluster).await;
-        if let Outcome::Skipped(reason) = outcome {
+        if let Outcome::Skipped(reason) = &outcome {
             println!(
                 "conformance check {} skipped for the {} lease: {reason}",
                 check.name,
@@ -167,7 +179,7 @@ where
 
 /// Writes one `#[test]` for each conformance check. The argument is an async function (or any
 /// expression callable with no arguments that returns a future) giving a fresh
-/// `Box<dyn Cluster>` for each test.
+/// `Result<Box<dyn Cluster>, Unavailable>` for each test.
 #[macro_export]
 macro_rules! suite {
     ($make:expr) => {
@@ -367,7 +379,7 @@ pub fn exactly_one_of_many_candidates_wins(cluster: &dyn Cluster) -> BoxFuture<'
 pub fn a_dead_holders_lease_expires(cluster: &dyn Cluster) -> BoxFuture<'_, Outcome> {
     Box::pin(async move {
         if !cluster.capabilities().elections {
-            return Outcome::Skipped("leases never expire");
+            return Outcome::Skipped("leases never expire".into());
         }
         let timing = cluster.timing();
         let a = leaser(cluster, 0).await;
@@ -408,7 +420,7 @@ pub fn a_dead_holders_lease_expires(cluster: &dyn Cluster) -> BoxFuture<'_, Outc
 pub fn a_released_lease_is_taken_over_at_once(cluster: &dyn Cluster) -> BoxFuture<'_, Outcome> {
     Box::pin(async move {
         if !cluster.capabilities().elections {
-            return Outcome::Skipped("the lease is never released to another node");
+            return Outcome::Skipped("the lease is never released to another node".into());
         }
         let a = leaser(cluster, 0).await;
         let b = leaser(cluster, 1).await;
@@ -568,7 +580,7 @@ pub fn the_cluster_id_is_set_once(cluster: &dyn Cluster) -> BoxFuture<'_, Outcom
         const NODES: usize = 5;
         let caps = cluster.capabilities();
         if !caps.cluster_id {
-            return Outcome::Skipped("the cluster ID is not stored with the lease");
+            return Outcome::Skipped("the cluster ID is not stored with the lease".into());
         }
         let mut leasers = Vec::new();
         for node in 0..NODES {
@@ -636,7 +648,7 @@ pub fn the_cluster_id_is_set_once(cluster: &dyn Cluster) -> BoxFuture<'_, Outcom
 pub fn epochs_grow_across_tenures(cluster: &dyn Cluster) -> BoxFuture<'_, Outcome> {
     Box::pin(async move {
         if !cluster.capabilities().elections {
-            return Outcome::Skipped("there is only one tenure");
+            return Outcome::Skipped("there is only one tenure".into());
         }
         let mut leasers = Vec::new();
         for node in 0..3 {
@@ -666,7 +678,7 @@ pub fn epochs_grow_across_tenures(cluster: &dyn Cluster) -> BoxFuture<'_, Outcom
 pub fn renew_after_loss_is_expired(cluster: &dyn Cluster) -> BoxFuture<'_, Outcome> {
     Box::pin(async move {
         if !cluster.capabilities().elections {
-            return Outcome::Skipped("leases are never lost");
+            return Outcome::Skipped("leases are never lost".into());
         }
         let timing = cluster.timing();
         let a = leaser(cluster, 0).await;

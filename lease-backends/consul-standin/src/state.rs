@@ -137,6 +137,13 @@ impl State {
         self.index
     }
 
+    /// When a session with `ttl`, renewed at `now`, is invalidated: after TTL × the multiplier.
+    /// A deadline past what `Instant` can hold means never.
+    fn deadline(&self, ttl: Duration, now: Instant) -> Option<Instant> {
+        ttl.checked_mul(self.ttl_multiplier)
+            .and_then(|grace| now.checked_add(grace))
+    }
+
     /// Creates a session with ID `id`; returns its ID.
     pub fn create_session(
         &mut self,
@@ -148,7 +155,7 @@ impl State {
         now: Instant,
     ) -> String {
         let create_index = self.next_index();
-        let deadline = ttl.map(|ttl| now + ttl * self.ttl_multiplier);
+        let deadline = ttl.and_then(|ttl| self.deadline(ttl, now));
         self.sessions.insert(
             id.clone(),
             Session {
@@ -171,12 +178,17 @@ impl State {
 
     /// Restarts a session's TTL.
     pub fn renew_session(&mut self, id: &str, now: Instant) -> Result<Session, Refusal> {
-        let multiplier = self.ttl_multiplier;
+        let ttl = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| Refusal::NotFound(format!("Session id '{id}' not found")))?
+            .ttl;
+        let deadline = ttl.and_then(|ttl| self.deadline(ttl, now));
         let session = self
             .sessions
             .get_mut(id)
             .ok_or_else(|| Refusal::NotFound(format!("Session id '{id}' not found")))?;
-        session.deadline = session.ttl.map(|ttl| now + ttl * multiplier);
+        session.deadline = deadline;
         Ok(session.clone())
     }
 
@@ -217,9 +229,8 @@ impl State {
             .collect();
         let index = self.next_index();
         for key in held {
-            if !session.lock_delay.is_zero() {
-                self.lock_delays
-                    .insert(key.clone(), now + session.lock_delay);
+            if let Some(until) = now.checked_add(session.lock_delay) {
+                self.lock_delays.insert(key.clone(), until);
             }
             match session.behavior {
                 Behavior::Release => {

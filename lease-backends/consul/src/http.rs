@@ -235,7 +235,7 @@ impl Consul {
                 .append_pair("index", &index.to_string())
                 .append_pair("wait", &go_duration(wait));
             // Consul may add up to wait/16 to the wait.
-            timeout += wait + wait / 16;
+            timeout = timeout.saturating_add(wait).saturating_add(wait / 16);
         }
         let reply = self.send(Method::GET, url, None, timeout, what).await?;
         if reply.status == StatusCode::NOT_FOUND {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ltxd_consul_standin::{Options, Standin};
 use ltxd_lease::{BoxFuture, LeaseError, Leaser};
-use ltxd_lease_conformance::{Capabilities, Cluster, Timing};
+use ltxd_lease_conformance::{Capabilities, Cluster, Timing, Unavailable};
 use ltxd_lease_consul::{ConsulConfig, ConsulLeaser};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -80,8 +80,8 @@ impl Cluster for ConsulCluster {
     }
 }
 
-async fn cluster() -> Box<dyn Cluster> {
-    Box::new(ConsulCluster::start().await)
+async fn cluster() -> Result<Box<dyn Cluster>, Unavailable> {
+    Ok(Box::new(ConsulCluster::start().await))
 }
 
 ltxd_lease_conformance::suite!(cluster);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ltxd_lease::{BoxFuture, LeaseError, Leaser};
-use ltxd_lease_conformance::{run, Capabilities, Cluster, Outcome, Timing};
+use ltxd_lease_conformance::{run, Capabilities, Cluster, Outcome, Timing, Unavailable};
 use ltxd_lease_static::StaticLeaser;
 
 /// A static cluster: node 0 is the primary, the rest follow it.
@@ -44,8 +44,8 @@ impl Cluster for StaticCluster {
     }
 }
 
-async fn cluster() -> Box<dyn Cluster> {
-    Box::new(StaticCluster)
+async fn cluster() -> Result<Box<dyn Cluster>, Unavailable> {
+    Ok(Box::new(StaticCluster))
 }
 
 fn passes(name: &str) {
