@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 
 use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
@@ -83,10 +83,24 @@ fn leaser_from_config(config: &Config) -> anyhow::Result<Arc<dyn Leaser>> {
             consul.lock_delay = lease.consul.lock_delay;
             Arc::new(ltxd_lease_consul::ConsulLeaser::new(consul).context("lease.consul")?)
         }
-        other => bail!(
-            "lease.type: {} is not supported by this build (static and consul are)",
-            other.as_str()
-        ),
+        LeaseType::Etcd => {
+            let etcd = &lease.etcd;
+            let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            let file = |s: &str| some(s).map(PathBuf::from);
+            let mut config = ltxd_lease_etcd::EtcdConfig::new(
+                etcd.endpoints.clone(),
+                &etcd.key,
+                &lease.hostname,
+                &lease.advertise_url,
+            );
+            config.ttl = etcd.ttl;
+            config.username = some(&etcd.username);
+            config.password = some(&etcd.password);
+            config.ca_file = file(&etcd.ca_file);
+            config.cert_file = file(&etcd.cert_file);
+            config.key_file = file(&etcd.key_file);
+            Arc::new(ltxd_lease_etcd::EtcdLeaser::new(config).context("lease.etcd")?)
+        }
     })
 }
 
@@ -145,10 +159,13 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let (stop_driver, driver_stopped) = tokio::sync::watch::channel(false);
     let driver = runtime.spawn(driver.run(driver_stopped));
     // Mount once the role is known, so that a primary's first writes are accepted.
-    let waited = runtime.block_on(async {
-        tokio::time::timeout(ROLE_WAIT, decided.wait_for(|decided| *decided)).await
+    // The guard `wait_for` returns holds the channel's lock: drop it at once.
+    let decided_in_time = runtime.block_on(async {
+        tokio::time::timeout(ROLE_WAIT, decided.wait_for(|decided| *decided))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     });
-    if waited.is_err() {
+    if !decided_in_time {
         tracing::warn!("no role after {ROLE_WAIT:?}: mounting read-only until the lease decides");
     }
 

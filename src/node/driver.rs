@@ -63,6 +63,7 @@ impl NodeDriver {
         let mut next_renewal: Option<Instant> = None;
         loop {
             while let Some(command) = pending.pop_front() {
+                tracing::debug!(?command, "role command");
                 for input in self.execute(command).await {
                     pending.extend(self.machine.on(input, Instant::now()));
                 }
@@ -70,7 +71,8 @@ impl NodeDriver {
             match self.machine.role() {
                 Role::Stopped => break,
                 Role::Primary { .. } | Role::Replica { primary: Some(_) } => {
-                    self.decided.send_replace(true);
+                    self.decided
+                        .send_if_modified(|decided| !std::mem::replace(decided, true));
                 }
                 _ => {}
             }
@@ -107,6 +109,7 @@ impl NodeDriver {
                     }
                 },
             };
+            tracing::debug!(?input, role = ?self.machine.role(), "role input");
             pending.extend(self.machine.on(input, Instant::now()));
         }
         self.stop_following().await;

@@ -134,13 +134,30 @@ impl Node {
         Node::build(port, &format!("http://127.0.0.1:{port}"), lease_tail, "")
     }
 
+    /// A cluster member named `hostname` with its own HTTP port and advertise URL, whose
+    /// `lease:` section is `lease_body` (indented lines), for leases with a real backend.
+    pub fn cluster_member(hostname: &str, lease_body: &str) -> Node {
+        let port = free_port();
+        let body = format!(
+            "  hostname: {hostname}\n  advertise-url: http://127.0.0.1:{port}\n  reconnect-delay: 50ms\n{lease_body}"
+        );
+        Node::build_with_lease(port, &format!("http://127.0.0.1:{port}"), &body, "")
+    }
+
     fn build(port: u16, advertise_url: &str, lease_tail: &str, extra: &str) -> Node {
+        let body = format!(
+            "  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  {lease_tail}\n"
+        );
+        Node::build_with_lease(port, advertise_url, &body, extra)
+    }
+
+    fn build_with_lease(port: u16, advertise_url: &str, lease_body: &str, extra: &str) -> Node {
         let root = tempfile::tempdir().unwrap();
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
         let config = root.path().join("ltxd.yml");
         let text = format!(
-            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  {lease_tail}\n{extra}",
+            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n{lease_body}{extra}",
             mnt.display(),
             data.display()
         );
@@ -156,6 +173,21 @@ impl Node {
         };
         node.start();
         node
+    }
+
+    /// True when this node's `/info` says it is the primary.
+    pub fn is_primary(&self) -> bool {
+        let out = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(["status", "--json", "--url", &self.url])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|info| info["isPrimary"] == true)
+    }
+
+    /// True while the daemon process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts the daemon and waits until the mount is up.

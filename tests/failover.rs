@@ -1,0 +1,305 @@
+//! Three `ltxd mount` candidates on one lease backend, a real etcd-server or the Consul
+//! stand-in: the primary killed with SIGKILL during writes is replaced within the TTL plus 2 s
+//! and the other node follows the new one; the old primary rejoins as a replica (resnapshotted
+//! if it diverged); a clean shutdown hands over within a second.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Node};
+
+/// The lease TTL the tests use.
+const TTL: Duration = Duration::from_secs(2);
+
+/// A real etcd on loopback ports with a temporary data directory, killed on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(std::env::var("LTXD_ETCD").unwrap_or_else(|_| "etcd".into()))
+            .arg("--name=failover")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=failover={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd-server must be installed (Debian: apt install etcd-server)");
+        let etcd = Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let health = format!("{}/health", etcd.endpoint);
+        while !Command::new("curl")
+            .args(["-sf", &health])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(Instant::now() < deadline, "etcd did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Consul stand-in, in process: TTLs from 1 s and sessions invalidated after one TTL (real
+/// Consul allows up to two).
+struct Consul {
+    runtime: tokio::runtime::Runtime,
+    standin: Option<ltxd_consul_standin::Standin>,
+}
+
+impl Consul {
+    fn start() -> Consul {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = ltxd_consul_standin::Options {
+            min_ttl: Duration::from_secs(1),
+            ttl_multiplier: 1,
+            ..ltxd_consul_standin::Options::default()
+        };
+        let standin = runtime
+            .block_on(ltxd_consul_standin::Standin::start(
+                "127.0.0.1:0".parse().unwrap(),
+                options,
+            ))
+            .unwrap();
+        Consul {
+            runtime,
+            standin: Some(standin),
+        }
+    }
+}
+
+impl Drop for Consul {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        self.standin.take();
+    }
+}
+
+/// The lease backend under test, kept alive for the cluster's life.
+enum Backend {
+    Etcd(Etcd),
+    Consul(Consul),
+}
+
+impl Backend {
+    fn lease_body(&self) -> String {
+        let secs = TTL.as_secs();
+        match self {
+            Backend::Etcd(etcd) => format!(
+                "  type: etcd\n  candidate: true\n  etcd:\n    endpoints: [{}]\n    key: /ltxd/failover\n    ttl: {secs}s\n",
+                etcd.endpoint
+            ),
+            Backend::Consul(consul) => format!(
+                "  type: consul\n  candidate: true\n  consul:\n    url: {}\n    key: ltxd/failover\n    ttl: {secs}s\n    lock-delay: 100ms\n",
+                consul.standin.as_ref().unwrap().url()
+            ),
+        }
+    }
+}
+
+/// Waits for `done`, up to `timeout`; returns how long it took.
+fn wait_for(
+    timeout: Duration,
+    what: &str,
+    nodes: &[Node],
+    mut done: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > timeout {
+            let logs: Vec<String> = nodes.iter().map(Node::daemon_log).collect();
+            panic!(
+                "timed out after {timeout:?} waiting until {what}\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// The index of the one running node that says it is primary.
+fn primary_of(nodes: &[Node]) -> Option<usize> {
+    let primaries: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].is_running() && nodes[i].is_primary())
+        .collect();
+    match primaries.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+fn pos(node: &Node, db: &str) -> String {
+    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
+}
+
+fn writable(node: &Node, db: &str) -> bool {
+    node.sqlite_result(db, "INSERT INTO t(v) VALUES ('probe');")
+        .is_ok()
+}
+
+fn failover(backend: Backend) {
+    let lease = backend.lease_body();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| Node::cluster_member(&format!("node-{i}"), &lease))
+        .collect();
+    let db = "app.db";
+    let mut first = 0;
+    wait_for(
+        Duration::from_secs(20),
+        "a primary is elected",
+        &nodes,
+        || primary_of(&nodes).inspect(|&p| first = p).is_some(),
+    );
+    nodes[first].sqlite(
+        db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+    );
+    for i in 0..20 {
+        nodes[first].sqlite(db, &format!("INSERT INTO t(v) VALUES ('before {i}');"));
+    }
+    let others: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let want = pos(&nodes[first], db);
+    wait_for(
+        Duration::from_secs(20),
+        "the replicas catch up",
+        &nodes,
+        || others.iter().all(|&i| pos(&nodes[i], db) == want),
+    );
+
+    // SIGKILL during a stream of writes: a candidate takes over within the TTL plus 2 s.
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for i in 0..200 {
+                if nodes[first]
+                    .sqlite_result(db, &format!("INSERT INTO t(v) VALUES ('during {i}');"))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(nodes[first].pid().unwrap() as i32, libc::SIGKILL) };
+        writer.join().unwrap();
+        let mut second = 0;
+        let took = wait_for(
+            TTL + Duration::from_secs(10),
+            "a new primary accepts writes",
+            &nodes,
+            || {
+                others.iter().any(|&i| {
+                    let ok = writable(&nodes[i], db);
+                    if ok {
+                        second = i;
+                    }
+                    ok
+                })
+            },
+        );
+        let since_kill = killed.elapsed().min(took + Duration::from_millis(200));
+        assert!(
+            since_kill <= TTL + Duration::from_secs(2),
+            "failover took {since_kill:?}, more than the TTL plus 2 s"
+        );
+        eprintln!("failover after SIGKILL: {since_kill:?}");
+    });
+    nodes[first].kill();
+    let second = primary_of(&nodes).expect("one primary after the failover");
+    let third = others.iter().copied().find(|&i| i != second).unwrap();
+    for i in 0..10 {
+        nodes[second].sqlite(db, &format!("INSERT INTO t(v) VALUES ('after {i}');"));
+    }
+    let want = pos(&nodes[second], db);
+    wait_for(
+        Duration::from_secs(20),
+        "the third node follows the new primary",
+        &nodes,
+        || pos(&nodes[third], db) == want,
+    );
+
+    // The old primary rejoins as a replica, resnapshotted if it diverged.
+    nodes[first].start();
+    wait_for(
+        Duration::from_secs(30),
+        "the old primary rejoins as a replica",
+        &nodes,
+        || pos(&nodes[first], db) == want,
+    );
+    assert!(!nodes[first].is_primary());
+    assert_eq!(
+        nodes[first].sqlite(db, "PRAGMA integrity_check;").trim(),
+        "ok"
+    );
+    assert_eq!(
+        nodes[first]
+            .sqlite_result(db, "INSERT INTO t(v) VALUES ('no');")
+            .unwrap_err()
+            .trim(),
+        "Runtime error near line 2: attempt to write a readonly database (8)"
+    );
+
+    // A clean shutdown releases the lease: a new primary within a second.
+    let stopped = Instant::now();
+    nodes[second].stop();
+    let took = wait_for(
+        Duration::from_secs(10),
+        "a new primary after a clean shutdown",
+        &nodes,
+        || primary_of(&nodes).is_some(),
+    );
+    let handover = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {handover:?} ({took:?} after the process exited)");
+    assert!(
+        took <= Duration::from_secs(1),
+        "handover took {took:?} after the old primary exited"
+    );
+    let third_primary = primary_of(&nodes).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the new primary accepts writes",
+        &nodes,
+        || writable(&nodes[third_primary], db),
+    );
+}
+
+#[test]
+fn etcd_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
+    failover(Backend::Etcd(Etcd::start()));
+}
+
+#[test]
+fn consul_standin_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
+    failover(Backend::Consul(Consul::start()));
+}
