@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use conformance::{Started, Transport};
-use ltxd_http::{serve, HttpConnector};
+use ltxd_http::{serve, HttpConnector, HttpSecurity};
 use ltxd_protocol::{BoxFuture, Service};
 use ltxd_transport_conformance as conformance;
 
@@ -13,7 +13,7 @@ impl Transport for Http {
     fn start(&self, service: Arc<dyn Service>) -> BoxFuture<'_, Started> {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let server = serve(listener, service).unwrap();
+            let server = serve(listener, service, HttpSecurity::default()).unwrap();
             Started {
                 url: format!("http://{}", server.local_addr()),
                 connector: Box::new(HttpConnector::new()),

@@ -14,4 +14,4 @@ mod client;
 mod server;
 
 pub use client::HttpConnector;
-pub use server::{serve, HttpServer};
+pub use server::{serve, HttpSecurity, HttpServer};
