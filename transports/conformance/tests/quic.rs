@@ -1,12 +1,13 @@
 //! The conformance suite against the QUIC transport, with insecure-dev TLS and with real
 //! certificate files (mTLS and a token), and the QUIC-specific refusals.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Pki;
 use conformance::{FakeService, Started, Transport};
 use ltxd_protocol::{
     BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Service, StreamRequest, TxId,
@@ -14,65 +15,6 @@ use ltxd_protocol::{
 use ltxd_quic::{serve, QuicConnector, QuicOptions, QuicServer};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
-
-/// The files of a test PKI: a CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate, all signed by the CA.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn write_leaf(
-    dir: &Path,
-    name: &str,
-    names: &[&str],
-    ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
-) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap()
-            .signed_by(&key, ca)
-            .unwrap();
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
-}
-
-fn pki() -> Pki {
-    static CAS: AtomicUsize = AtomicUsize::new(0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    // Each CA has its own name, as unrelated CAs do.
-    ca_params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("ltxd test CA {}", CAS.fetch_add(1, Ordering::SeqCst)),
-    );
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let ca_path = dir.path().join("ca.crt");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    let (server_cert, server_key) =
-        write_leaf(dir.path(), "server", &["127.0.0.1", "localhost"], &ca);
-    let (client_cert, client_key) = write_leaf(dir.path(), "client", &["replica"], &ca);
-    Pki {
-        _dir: dir,
-        ca: ca_path,
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
-    }
-}
 
 /// How one side of a test is configured.
 #[derive(Clone)]
@@ -99,26 +41,14 @@ impl Side {
 
 fn mtls_server(pki: &Pki) -> Side {
     Side {
-        tls: TlsFiles {
-            cert_file: Some(pki.server_cert.clone()),
-            key_file: Some(pki.server_key.clone()),
-            ca_file: Some(pki.ca.clone()),
-            client_auth: true,
-            insecure_dev: false,
-        },
+        tls: pki.server(true),
         token: Some("correct horse battery staple"),
     }
 }
 
 fn mtls_client(pki: &Pki) -> Side {
     Side {
-        tls: TlsFiles {
-            cert_file: Some(pki.client_cert.clone()),
-            key_file: Some(pki.client_key.clone()),
-            ca_file: Some(pki.ca.clone()),
-            client_auth: false,
-            insecure_dev: false,
-        },
+        tls: pki.client(),
         token: Some("correct horse battery staple"),
     }
 }
@@ -222,7 +152,7 @@ async fn shutdown_ends_open_streams() {
 /// The whole suite again, with certificate files, mTLS and a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_with_certificate_files_mtls_and_a_token() {
-    let pki = pki();
+    let pki = Pki::new();
     conformance::run_all(&Quic {
         server: mtls_server(&pki),
         client: mtls_client(&pki),
@@ -282,7 +212,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_certificate_from_another_ca_is_refused() {
-    let (pki, other) = (pki(), pki());
+    let (pki, other) = (Pki::new(), Pki::new());
     let server = start_server(FakeService::new(), &mtls_server(&pki), localhost());
     let err = subscribe(&connector(&mtls_client(&other)), &url(&server), "a.db")
         .await
@@ -296,7 +226,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_a_certificate_is_refused_under_mtls() {
-    let pki = pki();
+    let pki = Pki::new();
     let service = FakeService::new();
     let server = start_server(service.clone(), &mtls_server(&pki), localhost());
     let mut anonymous = mtls_client(&pki);
@@ -314,7 +244,7 @@ async fn a_client_without_a_certificate_is_refused_under_mtls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_missing_token_is_refused_with_401() {
-    let pki = pki();
+    let pki = Pki::new();
     let service = FakeService::new();
     let server = start_server(service.clone(), &mtls_server(&pki), localhost());
     for token in [Some("wrong"), None] {

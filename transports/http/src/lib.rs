@@ -6,6 +6,11 @@
 //! knowledge, as LiteFS's does, so either side can talk to LiteFS. ltxd's extensions travel in
 //! `Ltxd-Features` and `Ltxd-Epoch` and are used only when both sides list them.
 //!
+//! Beyond LiteFS, both sides can be secured (see `docs/http-security.md`): TLS from
+//! `ltxd-transport-security` (rustls with the ring provider; `https://` URLs; ALPN `h2` and
+//! `http/1.1`, with mTLS when the server's configuration demands client certificates), and a
+//! shared token sent as `Authorization: Bearer <token>` and refused with 401 when missing or wrong.
+//!
 //! The crate is a thin adapter: everything it carries comes from or goes to a
 //! [`ltxd_protocol::Service`] or a [`ltxd_protocol::Connector`].
 
@@ -14,4 +19,4 @@ mod client;
 mod server;
 
 pub use client::HttpConnector;
-pub use server::{serve, HttpServer};
+pub use server::{serve, HttpSecurity, HttpServer};

@@ -1,10 +1,13 @@
-//! The HTTP server: `POST /stream` and `GET /info` over a [`Service`].
+//! The HTTP server: `POST /stream` and `GET /info` over a [`Service`], in cleartext or TLS, with
+//! an optional token.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -14,20 +17,46 @@ use ltxd_protocol::{
     format_node_id, parse_node_id, Features, Refusal, Service, StreamRequest, StreamResponse,
     CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER, NODE_ID_HEADER,
 };
-use tokio::net::TcpListener;
+use ltxd_transport_security::Token;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::StreamingBody;
 
 /// The largest position map accepted (bytes).
 const MAX_REQUEST_BODY: usize = 16 << 20;
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection whose TLS handshake failed is kept open so that the client reads why.
+const LINGER: Duration = Duration::from_secs(1);
+/// The ALPN protocols the server offers over TLS, preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// How a server secures its connections: TLS, a token, both, or neither.
+///
+/// The default is neither, LiteFS's cleartext mode; whether that is allowed is the caller's
+/// decision.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSecurity {
+    /// TLS on every connection, from `ltxd_transport_security::server_config`. Its ALPN list is
+    /// replaced by `h2` and `http/1.1`; when it demands client certificates (mTLS), a client
+    /// without one fails the handshake. `None` serves cleartext HTTP/1.1 and HTTP/2 (prior
+    /// knowledge).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The token every request must present as `Authorization: Bearer <token>`. A request
+    /// without it, or with another, is refused with 401 before it reaches the service.
+    pub token: Option<Token>,
+}
 
 /// A running server. Dropping it does not stop it; call [`HttpServer::shutdown`].
 pub struct HttpServer {
     local_addr: SocketAddr,
+    open: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -38,18 +67,65 @@ impl HttpServer {
         self.local_addr
     }
 
-    /// Stops accepting connections and ends the open ones.
+    /// How many client connections are open (including those still in their TLS handshake).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting connections and closes the open ones, which ends their streams. It
+    /// returns once every connection is closed.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
 
-/// Serves `service` on `listener` until [`HttpServer::shutdown`].
-pub fn serve(listener: TcpListener, service: Arc<dyn Service>) -> std::io::Result<HttpServer> {
+/// Everything a connection's task needs.
+struct Shared {
+    service: Arc<dyn Service>,
+    tls: Option<TlsAcceptor>,
+    token: Option<Token>,
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> OpenConnection {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves `service` on `listener` until [`HttpServer::shutdown`], secured as `security` says.
+/// It must be called inside a tokio runtime.
+pub fn serve(
+    listener: TcpListener,
+    service: Arc<dyn Service>,
+    security: HttpSecurity,
+) -> std::io::Result<HttpServer> {
     let local_addr = listener.local_addr()?;
+    let tls = security.tls.map(|config| {
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
+        TlsAcceptor::from(Arc::new(config))
+    });
+    let shared = Arc::new(Shared {
+        service,
+        tls,
+        token: security.token,
+    });
+    let open = Arc::new(AtomicUsize::new(0));
     let (stop, mut stopped) = watch::channel(false);
+    let counter = Arc::clone(&open);
     let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -59,38 +135,126 @@ pub fn serve(listener: TcpListener, service: Arc<dyn Service>) -> std::io::Resul
                         continue;
                     }
                 },
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 _ = stopped.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = Arc::clone(&service);
+            let shared = Arc::clone(&shared);
+            let open = OpenConnection::new(&counter);
             let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let handler = hyper::service::service_fn(move |request| {
-                    let service = Arc::clone(&service);
-                    async move { Ok::<_, std::convert::Infallible>(route(&*service, request).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), handler);
-                tokio::pin!(connection);
+            connections.spawn(async move {
                 tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(err) = result {
-                            tracing::debug!(%peer, %err, "connection ended with an error");
-                        }
-                    }
+                    () = connection(stream, peer, shared) => {}
                     _ = stopped.changed() => {}
                 }
+                drop(open);
             });
         }
+        // Every connection's task sees the stop too; wait until each has closed its socket.
+        while connections.join_next().await.is_some() {}
     });
     Ok(HttpServer {
         local_addr,
+        open,
         stop,
         task,
     })
 }
 
-async fn route(service: &dyn Service, request: Request<Incoming>) -> Response<Body> {
+/// Completes the TLS handshake, if any, then serves the connection's requests.
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let Some(acceptor) = &shared.tls else {
+        return serve_connection(stream, peer, shared).await;
+    };
+    let accepting = acceptor.accept(stream).into_fallible();
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accepting).await {
+        Err(_) => {
+            tracing::warn!(%peer, "TLS connection refused: no handshake in time");
+        }
+        Ok(Err((err, stream))) => {
+            tracing::warn!(%peer, %err, "TLS connection refused: the handshake failed");
+            linger(stream).await;
+        }
+        Ok(Ok(stream)) => {
+            tracing::debug!(%peer, "TLS connection accepted");
+            serve_connection(stream, peer, shared).await;
+        }
+    }
+}
+
+/// Closes a connection whose TLS handshake failed without resetting it. Under TLS 1.3 a client
+/// sends its certificate after its handshake is done on its side, so it may already be sending
+/// requests when the server's alert leaves; closing at once would make its kernel discard the
+/// alert on the reset. Reading and dropping its bytes for a moment lets it read why it was
+/// refused.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut discard = [0; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = stream.read(&mut discard).await {}
+    })
+    .await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (whichever the client speaks) on one connection.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = hyper::service::service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, std::convert::Infallible>(route(&shared, peer, request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(err) = builder
+        .serve_connection(TokioIo::new(stream), handler)
+        .await
+    {
+        tracing::debug!(%peer, %err, "connection ended with an error");
+    }
+}
+
+/// Why `headers` do not carry `expected`, if they do not.
+fn unauthorized(expected: &Token, headers: &HeaderMap) -> Option<&'static str> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer_token(value.as_bytes()));
+    match presented {
+        None => Some("no token presented"),
+        Some(presented) if !expected.verify(presented) => Some("wrong token"),
+        Some(_) => None,
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(6)?;
+    let token = token.strip_prefix(b" ")?.trim_ascii_start();
+    (scheme.eq_ignore_ascii_case(b"Bearer") && !token.is_empty()).then_some(token)
+}
+
+async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    if let Some(why) = shared
+        .token
+        .as_ref()
+        .and_then(|expected| unauthorized(expected, request.headers()))
+    {
+        tracing::warn!(
+            %peer,
+            why,
+            method = %request.method(),
+            path = request.uri().path(),
+            "HTTP request refused: unauthorized"
+        );
+        let refusal = Refusal::Unauthorized(why.to_string());
+        let mut response = error(StatusCode::UNAUTHORIZED, &refusal.to_string());
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    let service = &*shared.service;
     let info = service.info();
     let mut response = match (request.method(), request.uri().path()) {
         (&Method::POST, "/stream") => stream(service, request).await,
@@ -205,4 +369,40 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_value() {
+        assert_eq!(bearer_token(b"Bearer s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"bearer   s3cret"), Some(&b"s3cret"[..]));
+        assert_eq!(bearer_token(b"BEARER \xff\x00"), Some(&b"\xff\x00"[..]));
+        for refused in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer    ",
+            b"Bearers3cret",
+            b"Basic czNjcmV0",
+            b"Bear s3cret",
+        ] {
+            assert_eq!(bearer_token(refused), None, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn unauthorized_says_why() {
+        let token = Token::new("s3cret").unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(unauthorized(&token, &headers), Some("no token presented"));
+        headers.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert_eq!(unauthorized(&token, &headers), Some("no token presented"));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert_eq!(unauthorized(&token, &headers), Some("wrong token"));
+        headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert_eq!(unauthorized(&token, &headers), None);
+    }
 }

@@ -1,0 +1,108 @@
+//! What the HTTP transport logs when it refuses a peer. This test has a binary of its own: a
+//! subscriber set for one thread can miss events from call sites that other tests' threads
+//! register at the same moment.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Pki;
+use conformance::FakeService;
+use ltxd_http::{serve, HttpConnector, HttpSecurity};
+use ltxd_protocol::{Connector, Features, StreamRequest};
+use ltxd_transport_conformance as conformance;
+use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Appends what it is given to a shared buffer.
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts a server secured by `security` on 127.0.0.1, subscribes through `client` once, and
+/// shuts the server down.
+async fn subscribe_once(security: HttpSecurity, client: HttpConnector) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = serve(listener, FakeService::new(), security).unwrap();
+    let request = StreamRequest {
+        node_id: 9,
+        filter: None,
+        positions: Default::default(),
+        features: Features::ALL,
+    };
+    let url = format!("https://{}", server.local_addr());
+    let _ = tokio::time::timeout(Duration::from_secs(20), client.subscribe(&url, &request))
+        .await
+        .expect("the subscription neither succeeded nor failed");
+    server.shutdown().await;
+}
+
+/// Each refusal is logged as a warning with the peer's address and the reason, and no log line
+/// at any level holds a token, the right one or a wrong one. The runtime has one thread, the one
+/// the subscriber is set for.
+#[tokio::test(flavor = "current_thread")]
+async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let writer = Arc::clone(&lines);
+    let _logging = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_ansi(false)
+        .with_writer(move || LogWriter(Arc::clone(&writer)))
+        .set_default();
+    let pki = Pki::new();
+    let (right, wrong) = ("correct horse battery staple", "an-incorrect-secret-token");
+
+    let anonymous = TlsFiles {
+        cert_file: None,
+        key_file: None,
+        ..pki.client()
+    };
+    let client_tls = client_config(&anonymous).unwrap();
+    let with_token = HttpSecurity {
+        tls: Some(Arc::new(server_config(&pki.server(false)).unwrap())),
+        token: Some(Token::new(right).unwrap()),
+    };
+    for presented in [Some(wrong), None, Some(right)] {
+        let token = presented.map(|secret| Token::new(secret).unwrap());
+        let client = HttpConnector::with_security(Some(client_tls.clone()), token);
+        subscribe_once(with_token.clone(), client).await;
+    }
+    let mtls = HttpSecurity {
+        tls: Some(Arc::new(server_config(&pki.server(true)).unwrap())),
+        token: None,
+    };
+    subscribe_once(mtls, HttpConnector::with_security(Some(client_tls), None)).await;
+
+    let text = String::from_utf8_lossy(&lines.lock().unwrap()).into_owned();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    for why in ["wrong token", "no token presented"] {
+        assert!(
+            warnings
+                .iter()
+                .any(|line| line.contains("HTTP request refused: unauthorized")
+                    && line.contains(&format!("why=\"{why}\""))
+                    && line.contains("peer=127.0.0.1:")),
+            "no warning says {why:?}: {warnings:#?}"
+        );
+    }
+    assert!(
+        warnings.iter().any(
+            |line| line.contains("TLS connection refused: the handshake failed")
+                && line.contains("peer=127.0.0.1:")
+                && line.to_lowercase().contains("certificate")
+        ),
+        "no warning for the handshake without a client certificate: {warnings:#?}"
+    );
+    assert!(!text.contains(wrong), "a wrong token was logged");
+    assert!(!text.contains(right), "the token was logged");
+}
