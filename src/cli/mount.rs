@@ -149,7 +149,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             node: Arc::clone(&node),
             epochs,
             connector: Arc::new(SchemeConnector::new(
-                Arc::new(ltxd_http::HttpConnector::new()),
+                Arc::new(http_connector(&config)?),
                 quic_connector(&config)?,
             )),
             reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
@@ -182,6 +182,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         ltxd_http::serve(
             listener,
             Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
+            http_security(&config)?,
         )?
     };
     tracing::info!(addr = %server.local_addr(), "serving replication over HTTP");
@@ -300,12 +301,44 @@ fn serve_quic(
     .context("quic.addr")
 }
 
-/// Where the HTTP API listens. Without the explicit `http.insecure-cleartext: true`, only on
-/// loopback: no replication or control endpoint is open to anyone who can reach the port unless
-/// the configuration says so.
+/// The HTTP server's TLS and token, from `http.*`.
+fn http_security(config: &Config) -> anyhow::Result<ltxd_http::HttpSecurity> {
+    let security = config.http.security();
+    let tls = if security.cert_file.is_empty() && !security.insecure_dev {
+        None
+    } else {
+        Some(Arc::new(
+            server_config(&tls_files(&security)).context("http.cert-file")?,
+        ))
+    };
+    Ok(ltxd_http::HttpSecurity {
+        tls,
+        token: token("http", &security)?,
+    })
+}
+
+/// How this node reaches an HTTP primary: with TLS when `http.ca-file` (or `insecure-dev`) is
+/// set, and with the token when one is.
+fn http_connector(config: &Config) -> anyhow::Result<ltxd_http::HttpConnector> {
+    let security = config.http.security();
+    let tls = if security.ca_file.is_empty() && !security.insecure_dev {
+        None
+    } else {
+        Some(client_config(&tls_files(&security)).context("http.ca-file")?)
+    };
+    Ok(ltxd_http::HttpConnector::with_security(
+        tls,
+        token("http", &security)?,
+    ))
+}
+
+/// Where the HTTP API listens. Without authentication (`http.token`, or `http.client-auth`
+/// with TLS) and without the explicit `http.insecure-cleartext: true`, only on loopback: no
+/// replication or control endpoint is open to anyone who can reach the port unless the
+/// configuration says so.
 fn http_listen_address(config: &Config) -> String {
     let addr = listen_address(&config.http.addr);
-    if config.http.insecure_cleartext {
+    if config.http.insecure_cleartext || config.http.security().authenticates() {
         return addr;
     }
     let port = addr.rsplit(':').next().unwrap_or("20202");

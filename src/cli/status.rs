@@ -22,6 +22,9 @@ pub struct StatusArgs {
     /// Print the node's `/info` JSON.
     #[arg(long)]
     json: bool,
+    /// The node's `http.token`, when it requires one (or set `LTXD_TOKEN`).
+    #[arg(long, env = "LTXD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// The URL of the node the configuration describes.
@@ -44,8 +47,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let token = args
+        .token
+        .as_deref()
+        .map(ltxd_transport_security::Token::new)
+        .transpose()
+        .context("--token")?;
     let info = runtime
-        .block_on(ltxd_http::HttpConnector::new().info(&url))
+        .block_on(ltxd_http::HttpConnector::with_security(None, token).info(&url))
         .with_context(|| format!("ask {url} for its status"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
