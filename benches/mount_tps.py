@@ -170,8 +170,9 @@ def proc_cpu_secs(pid):
 class Daemon:
     """An `ltxd mount` process on generated directories, always cleaned up."""
 
-    def __init__(self, ltxd, root, http_port=20202, primary_url=None):
-        """A primary serving on `http_port`, or a replica of `primary_url` when it is given."""
+    def __init__(self, ltxd, root, http_port=20202, primary_url=None, lease=None):
+        """A primary serving on `http_port`, or a replica of `primary_url` when it is given, on a
+        static lease; or a node with the `lease:` section `lease` (indented lines)."""
         self.ltxd = ltxd
         self.url = f"http://127.0.0.1:{http_port}"
         self.root = root
@@ -191,11 +192,16 @@ class Daemon:
                 "http:\n"
                 f"  addr: 127.0.0.1:{http_port}\n"
                 "lease:\n"
-                "  type: static\n"
-                f"  candidate: {'false' if primary_url else 'true'}\n"
-                "  hostname: bench\n"
-                f"  advertise-url: {primary_url or self.url}\n"
-                "  reconnect-delay: 50ms\n"
+                + (
+                    lease
+                    or (
+                        "  type: static\n"
+                        f"  candidate: {'false' if primary_url else 'true'}\n"
+                        "  hostname: bench\n"
+                        f"  advertise-url: {primary_url or self.url}\n"
+                        "  reconnect-delay: 50ms\n"
+                    )
+                )
             )
 
     def start(self, timeout=30):
