@@ -37,8 +37,12 @@ pub struct Node {
     /// The URL in this node's `lease.advertise-url`: its own on a primary, the primary's on a
     /// static replica.
     pub advertise_url: String,
+    launcher: Option<Launcher>,
     child: Option<Child>,
 }
+
+/// Starts a node's daemon process some other way than `Command::spawn`.
+pub type Launcher = Box<dyn Fn(Command) -> std::io::Result<Child> + Send + Sync>;
 
 /// How replicas reach the primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,12 +156,33 @@ impl Node {
     }
 
     fn build_with_lease(port: u16, advertise_url: &str, lease_body: &str, extra: &str) -> Node {
+        Node::configured(
+            &format!("127.0.0.1:{port}"),
+            "",
+            advertise_url,
+            lease_body,
+            extra,
+            None,
+        )
+    }
+
+    /// A node listening for HTTP at `http_addr` (with further `http:` lines `http_extra`), with
+    /// the `lease:` section `lease_body`, further top-level YAML `extra`, and its daemon started
+    /// by `launcher` (for example in a network namespace) instead of directly.
+    pub fn configured(
+        http_addr: &str,
+        http_extra: &str,
+        advertise_url: &str,
+        lease_body: &str,
+        extra: &str,
+        launcher: Option<Launcher>,
+    ) -> Node {
         let root = tempfile::tempdir().unwrap();
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
         let config = root.path().join("ltxd.yml");
         let text = format!(
-            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n{lease_body}{extra}",
+            "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: {http_addr}\n{http_extra}lease:\n{lease_body}{extra}",
             mnt.display(),
             data.display()
         );
@@ -167,8 +192,9 @@ impl Node {
             mnt,
             data,
             config,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{http_addr}"),
             advertise_url: advertise_url.to_string(),
+            launcher,
             child: None,
         };
         node.start();
@@ -197,7 +223,8 @@ impl Node {
             .append(true)
             .open(self.root.path().join("ltxd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ltxd"));
+        command
             .args(["mount", "-config"])
             .arg(&self.config)
             .env(
@@ -205,9 +232,12 @@ impl Node {
                 std::env::var("LTXD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        let child = match &self.launcher {
+            Some(launch) => launch(command),
+            None => command.spawn(),
+        }
+        .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         // A crash leaves a stale entry in /proc/mounts: wait for a live mount.
