@@ -170,11 +170,25 @@ def proc_cpu_secs(pid):
 class Daemon:
     """An `ltxd mount` process on generated directories, always cleaned up."""
 
-    def __init__(self, ltxd, root, http_port=20202, primary_url=None, lease=None):
-        """A primary serving on `http_port`, or a replica of `primary_url` when it is given, on a
-        static lease; or a node with the `lease:` section `lease` (indented lines)."""
+    def __init__(
+        self,
+        ltxd,
+        root,
+        http_port=20202,
+        primary_url=None,
+        lease=None,
+        http_host="127.0.0.1",
+        extra="",
+        prefix=(),
+        http_extra="",
+    ):
+        """A primary serving on `http_host:http_port`, or a replica of `primary_url` when it is
+        given, on a static lease; or a node with the `lease:` section `lease` (indented lines).
+        `extra` is more top-level YAML, `http_extra` more lines of the `http:` section; `prefix`
+        goes before the command (e.g. nsenter)."""
         self.ltxd = ltxd
-        self.url = f"http://127.0.0.1:{http_port}"
+        self.url = f"http://{http_host}:{http_port}"
+        self.prefix = list(prefix)
         self.root = root
         self.mnt = os.path.join(root, "mnt")
         self.data = os.path.join(root, "data")
@@ -190,8 +204,9 @@ class Daemon:
                 "data:\n"
                 f"  dir: {self.data}\n"
                 "http:\n"
-                f"  addr: 127.0.0.1:{http_port}\n"
-                "lease:\n"
+                f"  addr: {http_host}:{http_port}\n"
+                + http_extra
+                + "lease:\n"
                 + (
                     lease
                     or (
@@ -202,12 +217,13 @@ class Daemon:
                         "  reconnect-delay: 50ms\n"
                     )
                 )
+                + extra
             )
 
     def start(self, timeout=30):
         self.stderr = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.ltxd, "mount", "--config", self.config],
+            self.prefix + [self.ltxd, "mount", "--config", self.config],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
