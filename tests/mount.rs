@@ -223,3 +223,47 @@ fn exclusive_locking_mode_in_wal_is_refused_with_a_clear_log_line() {
         node.daemon_log()
     );
 }
+
+#[test]
+fn fsync_of_files_and_of_the_directory_succeeds_and_the_listing_stays_current() {
+    let node = Node::primary();
+    // SQLite's fsyncs of the journal, the database and the directory (DELETE mode) are answered
+    // by the kernel once the mount has declined the first of each.
+    node.sqlite(
+        "f.db",
+        "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);",
+    );
+    for _ in 0..2 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(node.path("f.db"))
+            .unwrap();
+        file.sync_all().unwrap();
+        file.sync_data().unwrap();
+        let dir = std::fs::File::open(&node.mnt).unwrap();
+        dir.sync_all().unwrap();
+        dir.sync_data().unwrap();
+    }
+    let listing = |node: &Node| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&node), ["f.db", "f.db-pos"]);
+    node.sqlite("g.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    assert_eq!(listing(&node), ["f.db", "f.db-pos", "g.db", "g.db-pos"]);
+    let conn = rusqlite::Connection::open(node.path("g.db")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert_eq!(
+        listing(&node),
+        ["f.db", "f.db-pos", "g.db", "g.db-pos", "g.db-shm", "g.db-wal"]
+    );
+    drop(conn);
+    assert_eq!(listing(&node), ["f.db", "f.db-pos", "g.db", "g.db-pos"]);
+    assert_eq!(node.sqlite("f.db", "SELECT count(*) FROM t;").trim(), "2");
+}
