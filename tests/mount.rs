@@ -267,3 +267,24 @@ fn fsync_of_files_and_of_the_directory_succeeds_and_the_listing_stays_current() 
     assert_eq!(listing(&node), ["f.db", "f.db-pos", "g.db", "g.db-pos"]);
     assert_eq!(node.sqlite("f.db", "SELECT count(*) FROM t;").trim(), "2");
 }
+
+#[test]
+fn a_journal_or_wal_created_after_a_lookup_found_none_is_seen_at_once() {
+    let node = Node::primary();
+    node.sqlite("n.db", "PRAGMA journal_mode=DELETE; CREATE TABLE t(x);");
+    // The kernel may now cache that neither name exists.
+    assert!(!node.path("n.db-journal").exists());
+    assert!(!node.path("n.db-wal").exists());
+    let conn = rusqlite::Connection::open(node.path("n.db")).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    assert!(node.path("n.db-journal").exists());
+    conn.execute_batch("COMMIT;").unwrap();
+    assert!(!node.path("n.db-journal").exists());
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert!(node.path("n.db-wal").exists());
+    drop(conn);
+    assert!(!node.path("n.db-wal").exists());
+    assert_eq!(node.sqlite("n.db", "SELECT count(*) FROM t;").trim(), "2");
+}

@@ -454,6 +454,18 @@ impl LtxdFs {
     }
 }
 
+/// True when the kernel may cache that the file at `ino` does not exist: the journal and the WAL
+/// of a database the mount has. SQLite looks for both at every transaction, and they are only
+/// ever created through the kernel (the mount's `create`), which replaces the cached absence; the
+/// applier and recovery never create them. Other names may appear without the kernel's
+/// knowledge (a replicated database) and are not cached.
+fn negative_entry_allowed(ino: u64) -> bool {
+    matches!(
+        names::from_inode(ino),
+        Some((_, FileKind::Journal | FileKind::Wal))
+    )
+}
+
 /// The daemon's user, which owns every file in the mount.
 fn daemon_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
@@ -490,6 +502,11 @@ impl Filesystem for LtxdFs {
         };
         match self.lookup_ino(ino) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(Errno::ENOENT) if negative_entry_allowed(ino) => {
+                // Inode 0: the kernel remembers for TTL that the name does not exist.
+                let attr = self.attr(0, FileType::RegularFile, 0, None, 0);
+                reply.entry(&TTL, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
