@@ -454,6 +454,19 @@ impl LtxdFs {
     }
 }
 
+/// How the kernel caches an open file. The journal and the WAL bypass the page cache: each of
+/// SQLite's writes is then one request, where the page cache splits a write that does not start
+/// on a page boundary in two (every journal record and WAL frame), and SQLite never maps either.
+/// Their pages were rarely up to date in the cache anyway, for the same reason. The database
+/// file and the WAL index keep their cached pages across opens: SQLite maps the index, and a
+/// replica's applier invalidates what it changes in both.
+fn open_flags(kind: FileKind) -> FopenFlags {
+    match kind {
+        FileKind::Journal | FileKind::Wal => FopenFlags::FOPEN_DIRECT_IO,
+        _ => FopenFlags::FOPEN_KEEP_CACHE,
+    }
+}
+
 /// True when the kernel may cache that the file at `ino` does not exist: the journal and the WAL
 /// of a database the mount has. SQLite looks for both at every transaction, and they are only
 /// ever created through the kernel (the mount's `create`), which replaces the cached absence; the
@@ -621,7 +634,7 @@ impl Filesystem for LtxdFs {
                 db,
                 kind,
             });
-            Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
+            Ok((fh, open_flags(kind)))
         })();
         match result {
             Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
@@ -639,7 +652,7 @@ impl Filesystem for LtxdFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = (|| -> Result<(FileAttr, u64), Errno> {
+        let result = (|| -> Result<(FileAttr, u64, FopenFlags), Errno> {
             if parent.0 != ROOT_INO {
                 return Err(Errno::ENOENT);
             }
@@ -669,16 +682,16 @@ impl Filesystem for LtxdFs {
                 db,
                 kind,
             });
-            Ok((self.lookup_ino(names::inode(db, kind))?, fh))
+            Ok((
+                self.lookup_ino(names::inode(db, kind))?,
+                fh,
+                open_flags(kind),
+            ))
         })();
         match result {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((attr, fh, flags)) => {
+                reply.created(&TTL, &attr, Generation(0), FileHandle(fh), flags)
+            }
             Err(e) => reply.error(e),
         }
     }
