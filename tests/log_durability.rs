@@ -260,3 +260,62 @@ fn damage_before_the_last_record_is_refused_not_cut() {
         "nothing may be cut"
     );
 }
+
+#[test]
+fn encoded_appends_are_checked_against_the_chain_and_match_streamed_ones() {
+    let encoded = |ltx: &[u8]| {
+        ltxd::ltx::Decoder::new(ltx, Format::V1)
+            .unwrap()
+            .verify()
+            .unwrap()
+    };
+    let (dir, streamed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (log, streamed_log) = (
+        Log::open(dir.path()).unwrap(),
+        Log::open(streamed_dir.path()).unwrap(),
+    );
+    let (dblog, streamed) = (
+        log.database("app.db").unwrap(),
+        streamed_log.database("app.db").unwrap(),
+    );
+    let mut db = synthetic(6);
+    let files: Vec<Vec<u8>> = (0..4).map(|_| db.next_transaction(3).unwrap()).collect();
+    let append_encoded = |ltx: &[u8]| {
+        dblog.append_encoded(&ltxd::log::EncodedLtx {
+            bytes: ltx,
+            written: encoded(ltx),
+        })
+    };
+    assert!(matches!(
+        append_encoded(&files[1]),
+        Err(LogError::NotContiguous { .. })
+    ));
+    let mut other = synthetic(7);
+    other.next_transaction(3).unwrap();
+    let diverged = other.next_transaction(3).unwrap();
+    for (i, ltx) in files.iter().enumerate() {
+        let record = if i % 2 == 0 {
+            append_encoded(ltx).unwrap()
+        } else {
+            dblog.append(ltx).unwrap()
+        };
+        assert_eq!(record, streamed.append(ltx).unwrap());
+        if i == 0 {
+            assert!(matches!(
+                append_encoded(&diverged),
+                Err(LogError::ChecksumChain { .. })
+            ));
+        }
+    }
+    drop((dblog, streamed, log, streamed_log));
+    assert_eq!(head(dir.path()), Pos::new(TxId(4), db.checksum()));
+    assert_eq!(
+        std::fs::read(dir.path().join("dbs/app.db/segments/0000000000000001.seg")).unwrap(),
+        std::fs::read(
+            streamed_dir
+                .path()
+                .join("dbs/app.db/segments/0000000000000001.seg")
+        )
+        .unwrap()
+    );
+}

@@ -223,3 +223,71 @@ fn exclusive_locking_mode_in_wal_is_refused_with_a_clear_log_line() {
         node.daemon_log()
     );
 }
+
+#[test]
+fn fsync_of_files_and_of_the_directory_succeeds_and_the_listing_stays_current() {
+    let node = Node::primary();
+    // SQLite's fsyncs of the journal, the database and the directory (DELETE mode) are answered
+    // by the kernel once the mount has declined the first of each.
+    node.sqlite(
+        "f.db",
+        "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);",
+    );
+    for _ in 0..2 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(node.path("f.db"))
+            .unwrap();
+        file.sync_all().unwrap();
+        file.sync_data().unwrap();
+        let dir = std::fs::File::open(&node.mnt).unwrap();
+        dir.sync_all().unwrap();
+        dir.sync_data().unwrap();
+    }
+    let listing = |node: &Node| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&node), ["f.db", "f.db-pos"]);
+    node.sqlite("g.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    assert_eq!(listing(&node), ["f.db", "f.db-pos", "g.db", "g.db-pos"]);
+    let conn = rusqlite::Connection::open(node.path("g.db")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert_eq!(
+        listing(&node),
+        ["f.db", "f.db-pos", "g.db", "g.db-pos", "g.db-shm", "g.db-wal"]
+    );
+    drop(conn);
+    assert_eq!(listing(&node), ["f.db", "f.db-pos", "g.db", "g.db-pos"]);
+    assert_eq!(node.sqlite("f.db", "SELECT count(*) FROM t;").trim(), "2");
+}
+
+#[test]
+fn a_journal_or_wal_created_after_a_lookup_found_none_is_seen_and_a_rollback_reads_the_journal() {
+    let node = Node::primary();
+    node.sqlite("n.db", "PRAGMA journal_mode=DELETE; CREATE TABLE t(x);");
+    // The kernel may now cache that neither name exists.
+    assert!(!node.path("n.db-journal").exists());
+    assert!(!node.path("n.db-wal").exists());
+    let conn = rusqlite::Connection::open(node.path("n.db")).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    assert!(node.path("n.db-journal").exists());
+    conn.execute_batch("COMMIT;").unwrap();
+    assert!(!node.path("n.db-journal").exists());
+    // A rollback reads the journal back (the journal bypasses the page cache).
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES (3); INSERT INTO t SELECT x FROM t; ROLLBACK;")
+        .unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert!(node.path("n.db-wal").exists());
+    drop(conn);
+    assert!(!node.path("n.db-wal").exists());
+    assert_eq!(node.sqlite("n.db", "SELECT count(*) FROM t;").trim(), "2");
+}

@@ -13,7 +13,7 @@ use super::index::{Index, Kind};
 use super::recovery::recover;
 use super::segment::{encode_record_header, segment_file_name, ActiveSegment, Record};
 use super::LogError;
-use crate::ltx::{detect_format, Decoder, Format, Pos, TxId};
+use crate::ltx::{detect_format, Decoder, Format, Header, Pos, TxId, Verified};
 
 /// Segments roll over once they reach this size.
 pub const SEGMENT_TARGET_LEN: u64 = 64 << 20;
@@ -293,13 +293,60 @@ impl DatabaseLog {
         len: u64,
         reader: impl Read,
     ) -> Result<Record, LogError> {
-        let mut state = self.state();
-        let head = state.head();
+        let state = self.state();
         let mut tee = Tee {
             inner: reader.take(len),
             seen: Vec::with_capacity(crate::ltx::HEADER_LEN),
         };
         let header = crate::ltx::Header::read_from(&mut tee)?;
+        self.check_continues(state.head(), &header)?;
+        let header_bytes = std::mem::take(&mut tee.seen);
+        self.append_record(state, header.min_txid, |segment| {
+            let start = segment.len();
+            segment.write_at_end(&encode_record_header(format, len))?;
+            segment.write_at_end(&header_bytes)?;
+            let rest = std::io::BufReader::with_capacity(
+                COPY_BUFFER_LEN,
+                CopyInto {
+                    inner: tee.inner,
+                    segment: &mut *segment,
+                },
+            );
+            let verified =
+                Decoder::new(Cursor::new(&header_bytes).chain(rest), format)?.verify()?;
+            Ok(Record::from_verified(segment.id, start, len, &verified))
+        })
+    }
+
+    /// Appends an LTX file that this process's [`crate::ltx::Encoder`] has just written in
+    /// memory, and returns once it is durable. The encoder enforces every rule the decoder
+    /// checks, so the bytes are not decoded again (debug builds still decode them and compare);
+    /// the log checks that the file continues it, as [`DatabaseLog::append_stream`] does. Files
+    /// from anywhere else (replication, import) go through [`DatabaseLog::append_stream`].
+    pub fn append_encoded(&self, ltx: &EncodedLtx<'_>) -> Result<Record, LogError> {
+        if cfg!(debug_assertions) {
+            let decoded = Decoder::new(ltx.bytes, ltx.written.format)?.verify()?;
+            assert_eq!(
+                (decoded.header, decoded.trailer),
+                (ltx.written.header.clone(), ltx.written.trailer),
+                "the encoder's account of the file differs from the file"
+            );
+        }
+        let state = self.state();
+        let header = &ltx.written.header;
+        self.check_continues(state.head(), header)?;
+        let len = ltx.bytes.len() as u64;
+        self.append_record(state, header.min_txid, |segment| {
+            let start = segment.len();
+            segment.write_at_end(&encode_record_header(ltx.written.format, len))?;
+            segment.write_at_end(ltx.bytes)?;
+            Ok(Record::from_verified(segment.id, start, len, &ltx.written))
+        })
+    }
+
+    /// Refuses a file that does not continue the log at `head`: its first TXID must follow the
+    /// head, and its pre-apply checksum equal the head's post-apply checksum.
+    fn check_continues(&self, head: Pos, header: &Header) -> Result<(), LogError> {
         let expected = head.txid.next().unwrap_or(TxId::ZERO);
         if header.min_txid != expected {
             return Err(LogError::NotContiguous {
@@ -315,33 +362,31 @@ impl DatabaseLog {
                 pre: header.pre_apply_checksum,
             });
         }
-        let segment = self.segment_for_append(&mut state, header.min_txid)?;
+        Ok(())
+    }
+
+    /// Writes one record at the end of the active segment with `write`, syncs it, and adds it
+    /// to the chain, then publishes the new head once `state` is released. A failure cuts the
+    /// segment back, leaving the log as it was.
+    fn append_record(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        min: TxId,
+        write: impl FnOnce(&mut ActiveSegment) -> Result<Record, LogError>,
+    ) -> Result<Record, LogError> {
+        let segment = self.segment_for_append(&mut state, min)?;
         let start = segment.len();
-        let header_bytes = std::mem::take(&mut tee.seen);
-        let result = (|| -> Result<Record, LogError> {
-            segment.write_at_end(&encode_record_header(format, len))?;
-            segment.write_at_end(&header_bytes)?;
-            let rest = std::io::BufReader::with_capacity(
-                256 * 1024,
-                CopyInto {
-                    inner: tee.inner,
-                    segment: &mut *segment,
-                },
-            );
-            let verified =
-                Decoder::new(Cursor::new(&header_bytes).chain(rest), format)?.verify()?;
+        let record = match write(&mut *segment).and_then(|record| {
             segment.sync()?;
-            Ok(Record::from_verified(segment.id, start, len, &verified))
-        })();
-        let record = match result {
+            Ok(record)
+        }) {
             Ok(record) => record,
             Err(err) => {
                 segment.truncate(start)?;
                 return Err(err);
             }
         };
-        let id = segment.id;
-        let end = segment.len();
+        let (id, end) = (segment.id, segment.len());
         state.segments.insert(id, end);
         state.records.push(record.clone());
         self.update_index(Kind::Record, std::slice::from_ref(&record), &[]);
@@ -528,6 +573,18 @@ impl Drop for LogCursor {
         self.log.set_subscriber(self.id, None);
     }
 }
+
+/// An LTX file this process has just encoded in memory, for [`DatabaseLog::append_encoded`].
+pub struct EncodedLtx<'a> {
+    /// The file.
+    pub bytes: &'a [u8],
+    /// Its format, header, trailer and page count, as the encoder wrote them.
+    pub written: Verified,
+}
+
+/// The buffer between a stream being appended and the segment, which it is written to in pieces
+/// of this size. It is zero-filled once per append, so it is kept small.
+const COPY_BUFFER_LEN: usize = 64 * 1024;
 
 /// Keeps the bytes of the header it reads, so they can be written after the checks pass.
 struct Tee<R> {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 pub use compaction::Compacted;
 pub use database_log::{
-    CursorError, DatabaseLog, LogCursor, LogRecord, ReadFrom, SEGMENT_TARGET_LEN,
+    CursorError, DatabaseLog, EncodedLtx, LogCursor, LogRecord, ReadFrom, SEGMENT_TARGET_LEN,
 };
 pub use error::LogError;
 pub use policy::{Level, Policy};

@@ -54,9 +54,14 @@ impl Applier {
     /// write that arrives after a demotion fails with `EROFS`, so SQLite reports "attempt to
     /// write a readonly database".
     pub fn set_writable(&self, writable: bool) {
-        self.shared
+        let was = self
+            .shared
             .writable
-            .store(writable, std::sync::atomic::Ordering::SeqCst);
+            .swap(writable, std::sync::atomic::Ordering::SeqCst);
+        if was != writable {
+            // `.primary` and `.lag` come or go.
+            self.shared.listing_changed();
+        }
     }
 
     /// The position of database `name`, or zero if the mount does not have it.
@@ -120,6 +125,9 @@ impl Applier {
         for ino in [db_ino, shm_ino] {
             self.shared.release_applier_locks(ino);
         }
+        // A new database, or one that was empty, enters the listing; `.lag` appears with the
+        // first file from the primary.
+        self.shared.listing_changed();
         Ok(capture.log_replicated(written?)?)
     }
 

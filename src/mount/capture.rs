@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
-use crate::log::{DatabaseLog, LogError};
+use crate::log::{DatabaseLog, EncodedLtx, LogError};
 use crate::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
-    Pos, TxId, FLAG_COMPRESS_LZ4,
+    Pos, TxId, Verified, FLAG_COMPRESS_LZ4,
 };
 
 /// A commit that could not be captured.
@@ -68,6 +68,12 @@ pub(super) struct State {
     dirty: BTreeSet<u32>,
     /// Where the next uncaptured WAL frame starts, once a WAL header has been seen.
     wal: Option<WalCursor>,
+    /// The database file, open for reading commits. Nothing replaces it while capture is open
+    /// (recovery's rebuild runs before, and a replica writes it in place).
+    database_file: Option<File>,
+    /// The WAL, open for reading commits; dropped when the WAL is reset or a new header is
+    /// written, since SQLite may then have deleted it and created a new one.
+    wal_file: Option<File>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +117,8 @@ impl Capture {
                 checksum: DatabaseChecksum::new(),
                 dirty: BTreeSet::new(),
                 wal: None,
+                database_file: None,
+                wal_file: None,
             }),
         };
         super::recovery::reconcile(&capture)?;
@@ -184,7 +192,8 @@ impl Capture {
     /// zeroed, before that change is made. A transaction that changed nothing (a rollback, or
     /// an empty transaction) leaves no record.
     pub fn commit_journal(&self) -> Result<Option<Pos>, CaptureError> {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         if state.dirty.is_empty() {
             return Ok(None);
         }
@@ -192,9 +201,14 @@ impl Capture {
             state.dirty.clear();
             return Ok(None);
         };
-        let file = File::open(database_path(&self.dir))?;
+        let file = match &state.database_file {
+            Some(file) => file,
+            None => state
+                .database_file
+                .insert(File::open(database_path(&self.dir))?),
+        };
         let ps = u64::from(page_size.get());
-        let commit = database_size(&file, page_size)?;
+        let commit = database_size(file, page_size)?;
         let dirty: Vec<u32> = state
             .dirty
             .iter()
@@ -210,7 +224,7 @@ impl Capture {
             file.read_exact_at(&mut data, u64::from(pgno - 1) * ps)?;
             pages.push((pgno, data.clone()));
         }
-        let pos = self.commit(&mut state, page_size, commit, pages, None)?;
+        let pos = self.commit(state, page_size, commit, pages, None)?;
         state.dirty.clear();
         Ok(pos)
     }
@@ -218,6 +232,7 @@ impl Capture {
     /// Notes a WAL header written at offset 0: frames after it are read from there.
     pub fn wal_header_written(&self, bytes: &[u8]) {
         let mut state = self.state();
+        state.wal_file = None;
         state.wal = WalHeader::parse(bytes).map(|header| WalCursor {
             header,
             offset: WAL_HEADER_LEN,
@@ -227,18 +242,24 @@ impl Capture {
 
     /// Notes that the WAL was truncated or deleted.
     pub fn wal_reset(&self) {
-        self.state().wal = None;
+        let mut state = self.state();
+        state.wal = None;
+        state.wal_file = None;
     }
 
     /// Captures the WAL transactions committed since the last capture: called when a writer
     /// releases the WAL write lock, before the release is acknowledged.
     pub fn commit_wal(&self) -> Result<Option<Pos>, CaptureError> {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let Some(cursor) = state.wal else {
             return Ok(None);
         };
-        let wal = File::open(self.dir.join("wal"))?;
-        let transactions = read_transactions(&wal, &cursor.header, cursor.offset, cursor.checksum)?;
+        let wal = match &state.wal_file {
+            Some(file) => file,
+            None => state.wal_file.insert(File::open(self.dir.join("wal"))?),
+        };
+        let transactions = read_transactions(wal, &cursor.header, cursor.offset, cursor.checksum)?;
         let page_size = PageSize::new(cursor.header.page_size)
             .ok_or_else(|| self.unrecoverable("WAL page size"))?;
         let mut pos = None;
@@ -250,7 +271,7 @@ impl Capture {
             };
             let (commit, next_checksum, end) = (tx.commit, tx.checksum, tx.offset + tx.size);
             pos = self
-                .commit(&mut state, page_size, commit, tx.pages, Some(wal_fields))?
+                .commit(state, page_size, commit, tx.pages, Some(wal_fields))?
                 .or(pos);
             state.wal = Some(WalCursor {
                 header: cursor.header,
@@ -278,7 +299,6 @@ impl Capture {
             .collect();
         let next = state.next(page_size, commit, &written);
         let (checksum, grown) = (next.checksum, next.grown.clone());
-        let zeros = vec![0u8; page_size.bytes()];
         let head = self.log.head();
         if checksum == state.checksum
             && commit == state.pages.len() as u32
@@ -304,6 +324,11 @@ impl Capture {
         }
         let span = tracing::debug_span!("commit", db = %self.name, txid = %txid);
         let _enter = span.enter();
+        let zeros = if grown.is_empty() {
+            Vec::new()
+        } else {
+            vec![0u8; page_size.bytes()]
+        };
         let mut all_pages: Vec<(u32, &[u8])> =
             pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
         all_pages.extend(grown.iter().map(|&p| (p, zeros.as_slice())));
@@ -317,9 +342,17 @@ impl Capture {
         for (pgno, data) in &all_pages {
             encoder.encode_page(PageNo(*pgno), data)?;
         }
-        let (bytes, _) = encoder.finish(checksum.checksum())?;
-        self.log
-            .append_stream(Format::V1, bytes.len() as u64, bytes.as_slice())?;
+        let (header, page_count) = (encoder.header().clone(), encoder.page_count());
+        let (bytes, trailer) = encoder.finish(checksum.checksum())?;
+        self.log.append_encoded(&EncodedLtx {
+            bytes: &bytes,
+            written: Verified {
+                format: Format::V1,
+                header,
+                trailer,
+                page_count,
+            },
+        })?;
         state.install(page_size, commit, next);
         Ok(Some(Pos::new(txid, checksum.checksum())))
     }
@@ -562,6 +595,8 @@ impl State {
             checksum: logical.checksum,
             dirty: BTreeSet::new(),
             wal: None,
+            database_file: None,
+            wal_file: None,
         }
     }
 }

@@ -71,6 +71,10 @@ pub(super) struct Shared {
     pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
     /// Lock requests waiting for the applier; see [`super::parked`].
     pub(super) parked: Mutex<Vec<ParkedLock>>,
+    /// True once the kernel opens the root without a request: it then caches the root's
+    /// listing, which must be invalidated when it changes without a request (see
+    /// [`Shared::listing_changed`]).
+    pub(super) listing_cached: std::sync::atomic::AtomicBool,
 }
 
 /// What the mount shows of the node's role: replication keeps it current.
@@ -88,6 +92,8 @@ pub struct LtxdFs {
     next_handle: AtomicU64,
     uid: u32,
     gid: u32,
+    /// The kernel opens directories without asking (`FUSE_NO_OPENDIR_SUPPORT`).
+    zero_message_opendir: bool,
 }
 
 fn errno(err: &std::io::Error) -> Errno {
@@ -124,6 +130,7 @@ impl LtxdFs {
             node_view: std::sync::OnceLock::new(),
             writable: std::sync::atomic::AtomicBool::new(writable),
             parked: Mutex::new(Vec::new()),
+            listing_cached: std::sync::atomic::AtomicBool::new(false),
         };
         let fs = LtxdFs {
             shared: Arc::new(shared),
@@ -131,6 +138,7 @@ impl LtxdFs {
             next_handle: AtomicU64::new(1),
             uid: daemon_uid(),
             gid: daemon_gid(),
+            zero_message_opendir: false,
         };
         for name in fs.shared.log.database_names() {
             fs.shared.open_database(&name)?;
@@ -195,6 +203,19 @@ impl Shared {
         };
         self.lock_changes.notify();
         result
+    }
+
+    /// Drops the kernel's cached listing of the root, if it keeps one: called when the listing
+    /// changes without a request through the kernel (a replicated database, a role change).
+    pub(super) fn listing_changed(&self) {
+        if !self.listing_cached.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(notifier) = self.notifier.get() {
+            if let Err(err) = notifier.inval_inode(INodeNo(ROOT_INO), 0, 0) {
+                tracing::warn!(%err, "cannot invalidate the cached listing of the mount");
+            }
+        }
     }
 
     /// True while databases may be written (the node is primary).
@@ -433,6 +454,31 @@ impl LtxdFs {
     }
 }
 
+/// How the kernel caches an open file. The journal and the WAL bypass the page cache: each of
+/// SQLite's writes is then one request, where the page cache splits a write that does not start
+/// on a page boundary in two (every journal record and WAL frame), and SQLite never maps either.
+/// Their pages were rarely up to date in the cache anyway, for the same reason. The database
+/// file and the WAL index keep their cached pages across opens: SQLite maps the index, and a
+/// replica's applier invalidates what it changes in both.
+fn open_flags(kind: FileKind) -> FopenFlags {
+    match kind {
+        FileKind::Journal | FileKind::Wal => FopenFlags::FOPEN_DIRECT_IO,
+        _ => FopenFlags::FOPEN_KEEP_CACHE,
+    }
+}
+
+/// True when the kernel may cache that the file at `ino` does not exist: the journal and the WAL
+/// of a database the mount has. SQLite looks for both at every transaction, and they are only
+/// ever created through the kernel (the mount's `create`), which replaces the cached absence; the
+/// applier and recovery never create them. Other names may appear without the kernel's
+/// knowledge (a replicated database) and are not cached.
+fn negative_entry_allowed(ino: u64) -> bool {
+    matches!(
+        names::from_inode(ino),
+        Some((_, FileKind::Journal | FileKind::Wal))
+    )
+}
+
 /// The daemon's user, which owns every file in the mount.
 fn daemon_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
@@ -448,6 +494,9 @@ impl Filesystem for LtxdFs {
         config
             .add_capabilities(InitFlags::FUSE_POSIX_LOCKS)
             .map_err(|_| std::io::Error::other("the kernel does not forward POSIX locks"))?;
+        self.zero_message_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         Ok(())
     }
 
@@ -466,6 +515,11 @@ impl Filesystem for LtxdFs {
         };
         match self.lookup_ino(ino) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(Errno::ENOENT) if negative_entry_allowed(ino) => {
+                // Inode 0: the kernel remembers for TTL that the name does not exist.
+                let attr = self.attr(0, FileType::RegularFile, 0, None, 0);
+                reply.entry(&TTL, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -580,7 +634,7 @@ impl Filesystem for LtxdFs {
                 db,
                 kind,
             });
-            Ok((fh, FopenFlags::FOPEN_KEEP_CACHE))
+            Ok((fh, open_flags(kind)))
         })();
         match result {
             Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
@@ -598,7 +652,7 @@ impl Filesystem for LtxdFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = (|| -> Result<(FileAttr, u64), Errno> {
+        let result = (|| -> Result<(FileAttr, u64, FopenFlags), Errno> {
             if parent.0 != ROOT_INO {
                 return Err(Errno::ENOENT);
             }
@@ -628,16 +682,16 @@ impl Filesystem for LtxdFs {
                 db,
                 kind,
             });
-            Ok((self.lookup_ino(names::inode(db, kind))?, fh))
+            Ok((
+                self.lookup_ino(names::inode(db, kind))?,
+                fh,
+                open_flags(kind),
+            ))
         })();
         match result {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((attr, fh, flags)) => {
+                reply.created(&TTL, &attr, Generation(0), FileHandle(fh), flags)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -772,7 +826,8 @@ impl Filesystem for LtxdFs {
 
     /// SQLite's fsyncs need not reach the disk: a commit is durable once its LTX record is
     /// fdatasynced in the log, and recovery rebuilds the database from the log whenever its files
-    /// disagree with it. See docs/ARCHITECTURE.md.
+    /// disagree with it. See docs/ARCHITECTURE.md. `ENOSYS` tells the kernel so: it then answers
+    /// every later `fsync` and `fdatasync` with success itself, without a request.
     fn fsync(
         &self,
         _req: &Request,
@@ -781,9 +836,10 @@ impl Filesystem for LtxdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
+    /// As [`Filesystem::fsync`], for the directory fsync SQLite makes after creating a journal.
     fn fsyncdir(
         &self,
         _req: &Request,
@@ -792,7 +848,22 @@ impl Filesystem for LtxdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// The root needs no handle. On the primary, where the kernel supports it, `ENOSYS` makes it
+    /// open directories without a request (and without a `RELEASEDIR`) from then on: SQLite opens
+    /// the directory for every journal it creates, to fsync it. The kernel then caches the
+    /// root's listing; names created and removed through it keep that cache current, and
+    /// [`Shared::listing_changed`] drops it for the changes a replica makes on its own. A replica
+    /// that has never been primary keeps uncached listings.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.zero_message_opendir && self.shared.is_writable() {
+            self.shared.listing_cached.store(true, Ordering::SeqCst);
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
