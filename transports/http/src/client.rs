@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ltxd_protocol::wire::encode_positions;
 use ltxd_protocol::{
     format_node_id, parse_node_id, BoxFuture, ConnectError, Connector, Features, NodeInfo,
-    StreamRequest, StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER,
+    Promotion, StreamRequest, StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER,
     NODE_ID_HEADER,
 };
 use ltxd_transport_security::Token;
@@ -160,8 +160,9 @@ impl HttpConnector {
     /// (any status but 200) is returned as [`ConnectError::Refused`].
     ///
     /// A request that fails on a reused connection (which may have closed just then, unseen), or
-    /// that never left, is sent once more on a new connection. Both requests are safe to repeat:
-    /// a subscription whose connection failed has no stream left to read.
+    /// that never left, is sent once more on a new connection. Every request is safe to repeat: a
+    /// subscription whose connection failed has no stream left to read, and a handoff that did
+    /// happen is refused the second time (the node is no longer primary).
     async fn call(
         &self,
         url: &str,
@@ -463,6 +464,45 @@ impl Connector for HttpConnector {
                 .map_err(|err| ConnectError::Io(err.to_string()))?
                 .to_bytes();
             serde_json::from_slice(&body).map_err(|err| ConnectError::Protocol(err.to_string()))
+        })
+    }
+
+    fn handoff<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(async move {
+            let path = format!("/handoff?nodeID={}", format_node_id(node_id));
+            self.call(url, Method::POST, &path, HeaderMap::new(), Bytes::new())
+                .await
+                .map(drop)
+        })
+    }
+}
+
+impl HttpConnector {
+    /// Asks the node at `url` to become primary (`POST /promote`): a candidate replica asks its
+    /// primary to hand the lease over.
+    pub async fn promote(&self, url: &str) -> Result<Promotion, ConnectError> {
+        let response = self
+            .call(
+                url,
+                Method::POST,
+                "/promote",
+                HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await?;
+        let body = http_body_util::Limited::new(response.into_body(), MAX_REFUSAL_BODY)
+            .collect()
+            .await
+            .map_err(|err| ConnectError::Io(err.to_string()))?
+            .to_bytes();
+        Ok(if body.starts_with(b"already primary") {
+            Promotion::AlreadyPrimary
+        } else {
+            Promotion::HandedOff
         })
     }
 }

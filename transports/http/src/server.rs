@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ltxd_protocol::wire::decode_positions;
 use ltxd_protocol::{
-    format_node_id, parse_node_id, Features, Refusal, Service, StreamRequest, StreamResponse,
-    CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER, NODE_ID_HEADER,
+    format_node_id, parse_node_id, Features, Promotion, Refusal, Service, StreamRequest,
+    StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER, NODE_ID_HEADER,
 };
 use ltxd_transport_security::Token;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -246,8 +246,7 @@ async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) ->
             path = request.uri().path(),
             "HTTP request refused: unauthorized"
         );
-        let refusal = Refusal::Unauthorized(why.to_string());
-        let mut response = error(StatusCode::UNAUTHORIZED, &refusal.to_string());
+        let mut response = refused(&Refusal::Unauthorized(why.to_string()));
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
@@ -268,6 +267,15 @@ async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) ->
             );
             response
         }
+        (&Method::POST, "/handoff") => handoff(service, request.uri().query()).await,
+        (&Method::POST, "/promote") => match service.promote().await {
+            Ok(Promotion::AlreadyPrimary) => Response::new(full("already primary\n".into())),
+            Ok(Promotion::HandedOff) => Response::new(full("handed off\n".into())),
+            Err(refusal) => {
+                tracing::info!(%refusal, "promotion refused");
+                refused(&refusal)
+            }
+        },
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     if let Some(cluster_id) = info
@@ -325,14 +333,36 @@ async fn stream(service: &dyn Service, request: Request<Incoming>) -> Response<B
         Ok(accepted) => streaming(accepted),
         Err(refusal) => {
             tracing::info!(node = format_node_id(node_id), %refusal, "stream refused");
-            let status = match refusal {
-                Refusal::NotPrimary => StatusCode::SERVICE_UNAVAILABLE,
-                Refusal::SelfConnect | Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-                Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            };
-            error(status, &refusal.to_string())
+            refused(&refusal)
         }
     }
+}
+
+/// `POST /handoff?nodeID=<hex>`: hands the lease to that replica.
+async fn handoff(service: &dyn Service, query: Option<&str>) -> Response<Body> {
+    let node_id = query.and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("nodeID="))
+            .and_then(parse_node_id)
+    });
+    let Some(node_id) = node_id else {
+        return error(StatusCode::BAD_REQUEST, "invalid nodeID");
+    };
+    match service.handoff(node_id).await {
+        Ok(()) => Response::new(full(String::new())),
+        Err(refusal) => {
+            tracing::info!(node = format_node_id(node_id), %refusal, "handoff refused");
+            refused(&refusal)
+        }
+    }
+}
+
+/// A refusal as a plain-text error with its status.
+fn refused(refusal: &Refusal) -> Response<Body> {
+    let status =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &refusal.to_string())
 }
 
 fn streaming(accepted: StreamResponse) -> Response<Body> {

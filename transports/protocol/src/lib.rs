@@ -18,6 +18,6 @@ pub use request::{
     FEATURES_HEADER, NODE_ID_HEADER,
 };
 pub use service::{
-    BoxFuture, ByteStream, ConnectError, Connector, DatabaseStatus, NodeInfo, PrimaryRef, Refusal,
-    Service, StreamResponse,
+    BoxFuture, ByteStream, ConnectError, Connector, DatabaseStatus, NodeInfo, PrimaryRef,
+    Promotion, Refusal, Service, StreamResponse,
 };

@@ -60,6 +60,35 @@ pub enum Refusal {
     /// The caller did not authenticate.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// This node may never become primary (`lease.candidate: false`), so it cannot be promoted.
+    #[error("this node is not a candidate")]
+    NotCandidate,
+    /// The request was valid, but it could not be carried out (the replica to hand off to is
+    /// not subscribed, the lease cannot be handed off, the primary is unreachable).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Refusal {
+    /// The status code a transport answers with, as HTTP's (LiteFS's where it has one).
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::SelfConnect | Refusal::BadRequest(_) => 400,
+            Refusal::Unauthorized(_) => 401,
+            Refusal::NotCandidate => 409,
+            Refusal::Failed(_) => 500,
+            Refusal::NotPrimary => 503,
+        }
+    }
+}
+
+/// What a promotion did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Promotion {
+    /// The node was primary already.
+    AlreadyPrimary,
+    /// The primary handed its lease to this node; it becomes primary once it has taken it over.
+    HandedOff,
 }
 
 /// A node's state, as `GET /info` reports it. The first fields are LiteFS's; `databases` is an
@@ -111,6 +140,13 @@ pub trait Service: Send + Sync + 'static {
     fn subscribe(&self, request: StreamRequest) -> Result<StreamResponse, Refusal>;
     /// This node's state.
     fn info(&self) -> NodeInfo;
+    /// On the primary: stops accepting writes and hands the lease to the subscribed replica
+    /// `node_id`, after it has been sent every transaction. Resolves once the handoff frame is on
+    /// its way (LiteFS's `POST /handoff`).
+    fn handoff(&self, node_id: u64) -> BoxFuture<'_, Result<(), Refusal>>;
+    /// On a candidate replica: asks the primary to hand its lease to this node (LiteFS's
+    /// `POST /promote`).
+    fn promote(&self) -> BoxFuture<'_, Result<Promotion, Refusal>>;
 }
 
 /// Why a replica could not subscribe.
@@ -145,4 +181,8 @@ pub trait Connector: Send + Sync {
     ) -> BoxFuture<'a, Result<StreamResponse, ConnectError>>;
     /// Reads a node's state.
     fn info<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<NodeInfo, ConnectError>>;
+    /// Asks the primary at `url` to hand its lease to the replica `node_id` (see
+    /// [`Service::handoff`]).
+    fn handoff<'a>(&'a self, url: &'a str, node_id: u64)
+        -> BoxFuture<'a, Result<(), ConnectError>>;
 }
