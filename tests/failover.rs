@@ -1,7 +1,8 @@
 //! Three `ltxd mount` candidates on one lease backend, a real etcd-server or the Consul
 //! stand-in: the primary killed with SIGKILL during writes is replaced within the TTL plus 2 s
 //! and the other node follows the new one; the old primary rejoins as a replica (resnapshotted
-//! if it diverged); a clean shutdown hands over within a second.
+//! if it diverged); a clean shutdown hands over within a second; `ltxd promote` moves the
+//! primary to a chosen replica during writes without losing an acknowledged one.
 
 mod common;
 
@@ -302,4 +303,114 @@ fn etcd_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
 #[test]
 fn consul_standin_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
     failover(Backend::Consul(Consul::start()));
+}
+
+/// `ltxd promote` on a replica during a stream of writes: the replica becomes primary, every
+/// write the old primary acknowledged is on it, the old primary follows it read-only, and the
+/// third node follows too.
+fn promotion(backend: Backend) {
+    let lease = backend.lease_body();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::cluster_member(&format!("node-{i}"), &lease))
+        .collect();
+    let db = "app.db";
+    let mut old = 0;
+    wait_for(
+        Duration::from_secs(20),
+        "a primary is elected",
+        &nodes,
+        || primary_of(&nodes).inspect(|&p| old = p).is_some(),
+    );
+    nodes[old].sqlite(
+        db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+    );
+    let new = (old + 1) % 3;
+    let third = (old + 2) % 3;
+    let want = pos(&nodes[old], db);
+    wait_for(
+        Duration::from_secs(20),
+        "the replicas catch up",
+        &nodes,
+        || pos(&nodes[new], db) == want && pos(&nodes[third], db) == want,
+    );
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, longest_gap) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            // Writes go to whichever of the two is primary; each value is written once, and
+            // retried until one of them acknowledges it.
+            let (mut acked, mut last_ack, mut longest_gap) =
+                (Vec::new(), Instant::now(), Duration::ZERO);
+            for i in 0.. {
+                let sql = format!("INSERT INTO t(v) VALUES ('w{i}');");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while ![old, new]
+                    .iter()
+                    .any(|&n| nodes[n].sqlite_result(db, &sql).is_ok())
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no node accepted writes for 20 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                longest_gap = longest_gap.max(last_ack.elapsed());
+                last_ack = Instant::now();
+                acked.push(format!("w{i}"));
+                if stop.load(std::sync::atomic::Ordering::Relaxed) && i > 0 {
+                    break;
+                }
+            }
+            (acked, longest_gap)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let out = nodes[new].ltxd(&["promote", "--url", &nodes[new].url, "--wait", "10"]);
+        eprintln!("{}", out.trim());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    eprintln!(
+        "promotion: {} writes, longest time without an acknowledged write {longest_gap:?}",
+        acked.len()
+    );
+    assert!(nodes[new].is_primary(), "the promoted node is primary");
+    assert!(!nodes[old].is_primary(), "the old primary stepped down");
+    let rows = nodes[new].sqlite(db, "SELECT v FROM t ORDER BY id;");
+    let rows: Vec<&str> = rows.lines().collect();
+    for value in &acked {
+        assert!(
+            rows.contains(&value.as_str()),
+            "acknowledged write {value} is missing on the new primary"
+        );
+    }
+    let want = pos(&nodes[new], db);
+    wait_for(
+        Duration::from_secs(20),
+        "the old primary and the third node follow the new one",
+        &nodes,
+        || pos(&nodes[old], db) == want && pos(&nodes[third], db) == want,
+    );
+    assert_eq!(
+        nodes[old]
+            .sqlite_result(db, "INSERT INTO t(v) VALUES ('no');")
+            .unwrap_err()
+            .trim(),
+        "Runtime error near line 2: attempt to write a readonly database (8)"
+    );
+    assert_eq!(
+        nodes[old].sqlite(db, "PRAGMA integrity_check;").trim(),
+        "ok"
+    );
+}
+
+#[test]
+fn etcd_promotion_moves_the_primary_without_losing_a_write() {
+    promotion(Backend::Etcd(Etcd::start()));
+}
+
+#[test]
+fn consul_standin_promotion_moves_the_primary_without_losing_a_write() {
+    promotion(Backend::Consul(Consul::start()));
 }

@@ -4,6 +4,8 @@ mod debug;
 mod log;
 mod ltx;
 mod mount;
+mod node_client;
+mod promote;
 mod status;
 mod table;
 
@@ -31,6 +33,9 @@ enum Command {
     Log(log::LogCommand),
     /// Show a running node's role, its primary, and each database's TXID and lag.
     Status(status::StatusArgs),
+    /// Make a candidate replica the primary, without downtime (the primary hands its lease over).
+    #[command(alias = "handoff")]
+    Promote(promote::PromoteArgs),
     /// Rebuild a database file at any retained point of its log.
     Restore(log::RestoreArgs),
     /// Tools for tests and benchmarks.
@@ -48,6 +53,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Log(command) => log::run(command),
         Command::Restore(args) => log::restore(args),
         Command::Status(args) => status::run(args),
+        Command::Promote(args) => promote::run(args),
         Command::Debug(command) => debug::run(command),
     }
 }

@@ -14,7 +14,7 @@ use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
 use ltxd::node::{EpochFile, NodeDriver, NodeParts};
-use ltxd::replication::{LogService, NodeState, SchemeConnector};
+use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -141,6 +141,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
 
+    let connector: Arc<dyn ltxd_protocol::Connector> = Arc::new(SchemeConnector::new(
+        Arc::new(http_connector(&config)?),
+        quic_connector(&config)?,
+    ));
+    let (handoffs, inbox) = Handoffs::new();
     let driver = NodeDriver::new(
         leaser,
         config.lease.candidate,
@@ -148,11 +153,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             applier,
             node: Arc::clone(&node),
             epochs,
-            connector: Arc::new(SchemeConnector::new(
-                Arc::new(http_connector(&config)?),
-                quic_connector(&config)?,
-            )),
+            connector: Arc::clone(&connector),
             reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
+            demote_delay: config.lease.demote_delay,
+            handoffs: Arc::clone(&handoffs),
+            inbox,
         },
     );
     let mut decided = driver.decided();
@@ -172,6 +177,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let service = Arc::new(LogService::new(
         Arc::clone(&log),
         Arc::clone(&node),
+        handoffs,
+        connector,
         runtime.handle().clone(),
     ));
     let listener = runtime
@@ -197,6 +204,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(addr = %server.local_addr(), "serving replication over QUIC");
         Some(server)
     };
+    if config.lease.promote {
+        promote_when_ready(&runtime, &service, &node);
+    }
     let mounted = Mounted::mount(fs, &mount_dir, config.fuse.allow_other, 4)
         .with_context(|| format!("mount {}", mount_dir.display()))?;
     let role = if node.is_primary() {
@@ -236,6 +246,29 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     log.flush_index()?;
     tracing::info!("unmounted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lease.promote`: once this candidate replica has caught up with the primary, asks for the
+/// lease, as `ltxd promote` would.
+fn promote_when_ready(
+    runtime: &tokio::runtime::Runtime,
+    service: &Arc<LogService>,
+    node: &Arc<NodeState>,
+) {
+    if !node.candidate {
+        tracing::warn!("lease.promote is ignored: this node is not a candidate");
+        return;
+    }
+    let (service, node) = (Arc::clone(service), Arc::clone(node));
+    runtime.spawn(async move {
+        while !node.is_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match ltxd_protocol::Service::promote(&*service).await {
+            Ok(promotion) => tracing::info!(?promotion, "lease.promote: promoted"),
+            Err(err) => tracing::error!(%err, "lease.promote: the promotion failed"),
+        }
+    });
 }
 
 /// The TLS files of a transport section, as the security crate takes them.

@@ -64,6 +64,48 @@ impl Applier {
         }
     }
 
+    /// Makes the mount read-only once in-flight write transactions have finished: takes every
+    /// database's writer lock (RESERVED, or the WAL index's WRITE lock), waiting up to `wait`
+    /// in all, refuses writes, and lets go. A writer that keeps its lock longer (an EXCLUSIVE
+    /// locking-mode connection) is cut off mid-transaction, as a demotion would. Returns the
+    /// databases that were still busy.
+    pub fn stop_writes_gracefully(&self, wait: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + wait;
+        let holder = Holder {
+            owner: APPLIER,
+            pid: std::process::id(),
+        };
+        let mut held = Vec::new();
+        let mut busy = Vec::new();
+        for name in self.shared.database_names() {
+            let Some(db) = self.shared.database_index(name.as_str()) else {
+                continue;
+            };
+            let Some(capture) = self.shared.capture(db) else {
+                continue;
+            };
+            let (ino, byte) = if in_wal_mode(&capture.dir().join("database")) {
+                (names::inode(db, FileKind::Shm), SHM_LOCKS.0)
+            } else {
+                (names::inode(db, FileKind::Database), DATABASE_LOCKS.0 + 1)
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let locked = self.shared.lock_changes.wait_for(left, || {
+                self.shared
+                    .with_locks(ino, |t| t.try_lock(holder, byte, byte, LockKind::Write))
+            });
+            match locked {
+                Ok(()) => held.push(ino),
+                Err(_) => busy.push(name),
+            }
+        }
+        self.set_writable(false);
+        for ino in held {
+            self.shared.release_applier_locks(ino);
+        }
+        busy
+    }
+
     /// The position of database `name`, or zero if the mount does not have it.
     pub fn position(&self, name: &str) -> Pos {
         self.shared

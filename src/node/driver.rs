@@ -5,13 +5,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ltxd_lease::{Lease, LeaseError, Leaser, PrimaryInfo, PrimaryWatch};
-use ltxd_protocol::Connector;
+use ltxd_protocol::{Connector, Refusal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use super::{Command, EpochFile, Input, Role, RoleMachine};
+use super::{Command, Delays, EpochFile, Input, Role, RoleMachine};
 use crate::mount::Applier;
-use crate::replication::{Follower, FollowerOptions, NodeState};
+use crate::replication::{
+    Follower, FollowerOptions, HandoffInbox, HandoffRequest, Handoffs, NodeState,
+};
+
+/// How long a handoff lets in-flight write transactions finish.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+/// How long a handoff waits for the replica's stream to catch it up and send the lease.
+const SEND_LEASE_WAIT: Duration = Duration::from_secs(10);
+/// How long a replica offered the lease waits to have everything the old primary has.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
 /// What the driver needs besides the lease.
 pub struct NodeParts {
@@ -25,6 +35,12 @@ pub struct NodeParts {
     pub connector: Arc<dyn Connector>,
     /// The first reconnect delay of a follower.
     pub reconnect_delay: Duration,
+    /// How long a primary that handed its lease away keeps from trying for it again.
+    pub demote_delay: Duration,
+    /// The registry of replica streams, for handing the lease over.
+    pub handoffs: Arc<Handoffs>,
+    /// Handoff requests and offers for this driver.
+    pub inbox: HandoffInbox,
 }
 
 /// Drives a node's role until shutdown.
@@ -35,12 +51,18 @@ pub struct NodeDriver {
     lease: Option<Box<dyn Lease>>,
     follower: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     decided: watch::Sender<bool>,
+    /// The `/handoff` call waiting for the handoff in progress.
+    handoff_reply: Option<tokio::sync::oneshot::Sender<Result<(), Refusal>>>,
 }
 
 impl NodeDriver {
     /// A driver for a node on `leaser`. `candidate` nodes race for the lease.
     pub fn new(leaser: Arc<dyn Leaser>, candidate: bool, parts: NodeParts) -> NodeDriver {
-        let machine = RoleMachine::new(candidate, leaser.hostname(), Duration::from_millis(500));
+        let delays = Delays {
+            retry: Duration::from_millis(500),
+            demote: parts.demote_delay,
+        };
+        let machine = RoleMachine::new(candidate, leaser.hostname(), delays);
         NodeDriver {
             leaser,
             machine,
@@ -48,6 +70,7 @@ impl NodeDriver {
             lease: None,
             follower: None,
             decided: watch::Sender::new(false),
+            handoff_reply: None,
         }
     }
 
@@ -95,6 +118,11 @@ impl NodeDriver {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let input = tokio::select! {
                 _ = shutdown.changed() => Input::Shutdown,
+                Some(request) = self.parts.inbox.requests.recv() => match self.accept(request) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                Some(lease_id) = self.parts.inbox.offers.recv() => Input::LeaseOffered { lease_id },
                 () = tokio::time::sleep_until(deadline.into()) => Input::Tick,
                 () = sleep_until_option(next_renewal) => {
                     next_renewal = None;
@@ -113,6 +141,28 @@ impl NodeDriver {
             pending.extend(self.machine.on(input, Instant::now()));
         }
         self.stop_following().await;
+    }
+
+    /// Takes a handoff request on, or answers it at once when it cannot be carried out.
+    fn accept(&mut self, request: HandoffRequest) -> Option<Input> {
+        let refusal = if !matches!(self.machine.role(), Role::Primary { .. }) {
+            Some(Refusal::NotPrimary)
+        } else if !self.leaser.supports_handoff() {
+            Some(Refusal::Failed(format!(
+                "the {} lease cannot be handed off",
+                self.leaser.kind()
+            )))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            let _ = request.reply.send(Err(refusal));
+            return None;
+        }
+        self.handoff_reply = Some(request.reply);
+        Some(Input::HandoffRequested {
+            node_id: request.node_id,
+        })
     }
 
     /// Renews the lease, within a third of its TTL.
@@ -182,6 +232,24 @@ impl NodeDriver {
                 self.stop_following().await;
                 Vec::new()
             }
+            Command::HandOff { node_id } => {
+                let span =
+                    tracing::info_span!("handoff", to = ltxd_protocol::format_node_id(node_id));
+                let result = self.hand_off(node_id).instrument(span).await;
+                let input = match &result {
+                    Ok(()) => Input::HandedOff,
+                    Err(Refusal::NotPrimary) => Input::LeaseLost,
+                    Err(_) => Input::HandoffFailed,
+                };
+                if let Some(reply) = self.handoff_reply.take() {
+                    let _ = reply.send(result);
+                }
+                vec![input]
+            }
+            Command::TakeOver { lease_id, primary } => {
+                let span = tracing::info_span!("take_over", from = primary.hostname);
+                vec![self.take_over(&lease_id, &primary).instrument(span).await]
+            }
             Command::ReleaseLease => {
                 if let Some(lease) = self.lease.take() {
                     match lease.release().await {
@@ -191,6 +259,110 @@ impl NodeDriver {
                 }
                 Vec::new()
             }
+        }
+    }
+
+    /// Stops writes once in-flight transactions finish, renews the lease one last time, and has
+    /// a stream to `node_id` send it (after every transaction). On success the lease is kept
+    /// unreleased: the replica takes it over.
+    async fn hand_off(&mut self, node_id: u64) -> Result<(), Refusal> {
+        let node = ltxd_protocol::format_node_id(node_id);
+        let applier = self.parts.applier.clone();
+        let busy = tokio::task::spawn_blocking(move || applier.stop_writes_gracefully(DRAIN_WAIT))
+            .await
+            .unwrap_or_default();
+        if !busy.is_empty() {
+            tracing::warn!(
+                ?busy,
+                "writers still held these databases: their transactions were cut off"
+            );
+        }
+        tracing::info!("writes stopped for the handoff");
+        let Some(lease) = &self.lease else {
+            return Err(Refusal::NotPrimary);
+        };
+        match self.renew().await {
+            Input::Renewed => {}
+            Input::LeaseLost => return Err(Refusal::NotPrimary),
+            _ => return Err(Refusal::Failed("cannot renew the lease".into())),
+        }
+        let lease_id = lease.id().to_string();
+        if !self
+            .parts
+            .handoffs
+            .send_lease(node_id, &lease_id, SEND_LEASE_WAIT)
+            .await
+        {
+            tracing::warn!("the replica did not take the lease in time: writes resume");
+            return Err(Refusal::Failed(format!(
+                "node {node} did not catch up within {SEND_LEASE_WAIT:?}"
+            )));
+        }
+        // Dropped, not released: the replica renews the same lease from now on.
+        self.lease = None;
+        self.parts.node.become_replica(None);
+        tracing::info!("the lease was handed over");
+        Ok(())
+    }
+
+    /// Takes over the lease `lease_id` from `primary`, once this node has every transaction the
+    /// primary has (it stopped writing before it handed the lease over).
+    async fn take_over(&mut self, lease_id: &str, primary: &PrimaryInfo) -> Input {
+        if let Err(why) = self.catch_up(&primary.advertise_url).await {
+            tracing::error!(
+                why,
+                "refusing the handed-over lease: it would lose transactions"
+            );
+            return Input::BackendFailed;
+        }
+        match self.leaser.acquire_existing(lease_id).await {
+            Ok(lease) => {
+                let (epoch, ttl) = (lease.epoch(), lease.ttl());
+                if let Err(err) = self.parts.epochs.observe(epoch) {
+                    tracing::error!(%err, "refusing a lease older than an epoch already seen");
+                    return Input::BackendFailed;
+                }
+                tracing::info!(epoch, "took over the lease");
+                self.lease = Some(lease);
+                Input::Acquired { epoch, ttl }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot take over the handed-over lease");
+                Input::BackendFailed
+            }
+        }
+    }
+
+    /// Waits until every database is where the primary at `url` has it.
+    async fn catch_up(&self, url: &str) -> Result<(), String> {
+        let deadline = Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let info = self
+                .parts
+                .connector
+                .info(url)
+                .await
+                .map_err(|err| format!("cannot read the primary's positions: {err}"))?;
+            let local = self.parts.applier.positions();
+            let behind: Vec<&String> = info
+                .databases
+                .iter()
+                .filter(|(name, status)| {
+                    let pos = local.get(*name).copied().unwrap_or_default();
+                    status.txid != format!("{:016x}", pos.txid.0)
+                        || status.checksum != format!("{:016x}", pos.post_apply_checksum.0)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "still behind in {behind:?} after {CATCH_UP_WAIT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -212,14 +384,13 @@ impl NodeDriver {
             url = primary.advertise_url,
             "following"
         );
-        self.parts
-            .node
-            .become_replica(Some(primary.hostname.clone()));
+        self.parts.node.become_replica(Some(&primary));
         let follower = Follower::new(
             self.parts.applier.clone(),
             Arc::clone(&self.parts.epochs),
             Arc::clone(&self.parts.connector),
             Arc::clone(&self.parts.node),
+            Arc::clone(&self.parts.handoffs),
             FollowerOptions {
                 stream_per_database: crate::replication::SchemeConnector::is_quic(
                     &primary.advertise_url,

@@ -15,4 +15,4 @@ mod role;
 
 pub use driver::{NodeDriver, NodeParts};
 pub use epoch::{EpochError, EpochFile};
-pub use role::{Command, Input, Role, RoleMachine};
+pub use role::{Command, Delays, Input, Role, RoleMachine};

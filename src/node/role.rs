@@ -47,6 +47,20 @@ pub enum Input {
     Tick,
     /// SIGINT or SIGTERM.
     Shutdown,
+    /// `POST /handoff`: hand the lease to the replica `node_id`.
+    HandoffRequested {
+        /// The replica's node ID.
+        node_id: u64,
+    },
+    /// The lease was handed over: the replica's stream is sending it.
+    HandedOff,
+    /// The handoff did not happen; this node still holds the lease.
+    HandoffFailed,
+    /// The primary handed its lease, `lease_id`, to this node.
+    LeaseOffered {
+        /// The lease to take over.
+        lease_id: String,
+    },
 }
 
 /// What the driver does, in order.
@@ -69,6 +83,30 @@ pub enum Command {
     StopFollowing,
     /// Release the lease so that another node can take over at once.
     ReleaseLease,
+    /// Let in-flight transactions finish, refuse writes, and hand the lease to the replica
+    /// `node_id` (answer with `HandedOff`, `HandoffFailed` or `LeaseLost`).
+    HandOff {
+        /// The replica's node ID.
+        node_id: u64,
+    },
+    /// Once this replica has everything `primary` has, take over the lease it handed to this
+    /// node (answer with `Acquired` or `BackendFailed`).
+    TakeOver {
+        /// The lease's ID.
+        lease_id: String,
+        /// The primary that handed it over.
+        primary: PrimaryInfo,
+    },
+}
+
+/// The machine's timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Delays {
+    /// How long to wait before trying the backend again after a failure.
+    pub retry: Duration,
+    /// How long a primary that handed its lease away waits before it may try for the lease
+    /// again (`lease.demote-delay`).
+    pub demote: Duration,
 }
 
 /// The node's role logic.
@@ -82,20 +120,23 @@ pub struct RoleMachine {
     /// When to retry the backend (acquire or look up), after a failure or while nobody is
     /// primary.
     retry_at: Option<Instant>,
-    retry_delay: Duration,
+    /// After a handoff: no attempt to acquire before this instant.
+    hold_until: Option<Instant>,
+    delays: Delays,
 }
 
 impl RoleMachine {
     /// A machine for a node that may (`candidate`) or may not become primary. `hostname` is
     /// this node's, so that it recognizes itself in the primary's info.
-    pub fn new(candidate: bool, hostname: &str, retry_delay: Duration) -> RoleMachine {
+    pub fn new(candidate: bool, hostname: &str, delays: Delays) -> RoleMachine {
         RoleMachine {
             candidate,
             hostname: hostname.to_string(),
             role: Role::Starting,
             lease: None,
             retry_at: None,
-            retry_delay,
+            hold_until: None,
+            delays,
         }
     }
 
@@ -156,7 +197,7 @@ impl RoleMachine {
                 if matches!(self.role, Role::Primary { .. }) {
                     return Vec::new();
                 }
-                self.retry_at = Some(now + self.retry_delay);
+                self.retry_later(now);
                 Vec::new()
             }
             Input::PrimaryIs(Some(info)) => {
@@ -185,7 +226,7 @@ impl RoleMachine {
             }
             Input::BackendFailed => {
                 if !matches!(self.role, Role::Primary { .. }) {
-                    self.retry_at = Some(now + self.retry_delay);
+                    self.retry_later(now);
                 }
                 Vec::new()
             }
@@ -217,11 +258,53 @@ impl RoleMachine {
                 self.retry_at = None;
                 commands
             }
+            Input::HandoffRequested { node_id } => match self.role {
+                Role::Primary { .. } => vec![Command::HandOff { node_id }],
+                _ => Vec::new(),
+            },
+            Input::HandedOff => {
+                if matches!(self.role, Role::Primary { .. }) {
+                    // Not released: the replica holds it now. Keep away from it for a while,
+                    // then look for the new primary (the watch usually names it first).
+                    self.lease = None;
+                    self.role = Role::Replica { primary: None };
+                    self.hold_until = Some(now + self.delays.demote);
+                    self.retry_at = self.hold_until;
+                }
+                Vec::new()
+            }
+            Input::HandoffFailed => match self.role {
+                Role::Primary { epoch } => vec![Command::MakeWritable { epoch }],
+                _ => Vec::new(),
+            },
+            Input::LeaseOffered { lease_id } => match &self.role {
+                Role::Replica {
+                    primary: Some(primary),
+                } if self.candidate => vec![Command::TakeOver {
+                    lease_id,
+                    primary: primary.clone(),
+                }],
+                _ => Vec::new(),
+            },
         }
     }
 
-    /// Looks for a role: a candidate tries to acquire, anyone else asks who the primary is.
-    fn seek(&mut self, _now: Instant) -> Vec<Command> {
+    /// Tries the backend again after the retry delay (or after a hold, if later).
+    fn retry_later(&mut self, now: Instant) {
+        let at = now + self.delays.retry;
+        self.retry_at = Some(self.hold_until.map_or(at, |hold| hold.max(at)));
+    }
+
+    /// Looks for a role: a candidate tries to acquire (unless it handed the lease away moments
+    /// ago), anyone else asks who the primary is.
+    fn seek(&mut self, now: Instant) -> Vec<Command> {
+        match self.hold_until {
+            Some(hold) if self.candidate && now < hold => {
+                self.retry_at = Some(hold);
+                return vec![Command::LookUpPrimary];
+            }
+            _ => self.hold_until = None,
+        }
         if self.candidate {
             vec![Command::TryAcquire]
         } else {
@@ -260,11 +343,13 @@ mod tests {
         }
     }
 
+    const DELAYS: Delays = Delays {
+        retry: Duration::from_secs(1),
+        demote: Duration::from_secs(10),
+    };
+
     fn machine(candidate: bool) -> (RoleMachine, Instant) {
-        (
-            RoleMachine::new(candidate, "me", Duration::from_secs(1)),
-            Instant::now(),
-        )
+        (RoleMachine::new(candidate, "me", DELAYS), Instant::now())
     }
 
     #[test]
@@ -388,5 +473,88 @@ mod tests {
         assert_eq!(m.on(Input::PrimaryIs(Some(info("me"))), t), vec![]);
         let at = m.next_deadline().unwrap();
         assert_eq!(m.on(Input::Tick, at), vec![Command::TryAcquire]);
+    }
+
+    #[test]
+    fn a_handoff_keeps_the_lease_unreleased_and_holds_off_before_seeking_it() {
+        let (mut m, t) = machine(true);
+        m.on(Input::Acquired { epoch: 3, ttl: TTL }, t);
+        assert_eq!(
+            m.on(Input::HandoffRequested { node_id: 9 }, t),
+            vec![Command::HandOff { node_id: 9 }]
+        );
+        assert_eq!(m.on(Input::HandedOff, t), vec![]);
+        assert_eq!(m.role(), &Role::Replica { primary: None });
+        assert_eq!(m.renew_interval(), None, "no renewals after a handoff");
+        // Our own entry lingers until the new primary takes over: no acquire during the hold.
+        assert_eq!(m.on(Input::PrimaryIs(Some(info("me"))), t), vec![]);
+        assert_eq!(m.next_deadline(), Some(t + DELAYS.demote));
+        assert_eq!(
+            m.on(Input::PrimaryIs(None), t),
+            vec![Command::LookUpPrimary]
+        );
+        assert_eq!(
+            m.on(Input::PrimaryIs(Some(info("b"))), t),
+            vec![Command::Follow(info("b"))]
+        );
+        // After the hold, it is a candidate like any other.
+        let (mut m, t) = machine(true);
+        m.on(Input::Acquired { epoch: 3, ttl: TTL }, t);
+        m.on(Input::HandedOff, t);
+        let later = t + DELAYS.demote;
+        assert_eq!(m.on(Input::Tick, later), vec![Command::TryAcquire]);
+    }
+
+    #[test]
+    fn a_failed_handoff_makes_the_primary_writable_again() {
+        let (mut m, t) = machine(true);
+        m.on(Input::Acquired { epoch: 3, ttl: TTL }, t);
+        m.on(Input::HandoffRequested { node_id: 9 }, t);
+        assert_eq!(
+            m.on(Input::HandoffFailed, t),
+            vec![Command::MakeWritable { epoch: 3 }]
+        );
+        assert_eq!(m.role(), &Role::Primary { epoch: 3 });
+        let (mut m, t) = machine(true);
+        m.on(Input::PrimaryIs(Some(info("a"))), t);
+        assert_eq!(m.on(Input::HandoffRequested { node_id: 9 }, t), vec![]);
+        assert_eq!(
+            m.on(Input::HandoffFailed, t),
+            vec![],
+            "a replica ignores it"
+        );
+    }
+
+    #[test]
+    fn an_offered_lease_is_taken_over_by_candidates_only() {
+        let (mut m, t) = machine(true);
+        m.on(Input::PrimaryIs(Some(info("a"))), t);
+        assert_eq!(
+            m.on(
+                Input::LeaseOffered {
+                    lease_id: "l".into()
+                },
+                t
+            ),
+            vec![Command::TakeOver {
+                lease_id: "l".into(),
+                primary: info("a")
+            }]
+        );
+        assert_eq!(
+            m.on(Input::Acquired { epoch: 4, ttl: TTL }, t),
+            vec![Command::StopFollowing, Command::MakeWritable { epoch: 4 }]
+        );
+        let (mut m, t) = machine(false);
+        m.on(Input::PrimaryIs(Some(info("a"))), t);
+        assert_eq!(
+            m.on(
+                Input::LeaseOffered {
+                    lease_id: "l".into()
+                },
+                t
+            ),
+            vec![]
+        );
     }
 }

@@ -52,4 +52,15 @@ impl Connector for SchemeConnector {
             Err(err) => Box::pin(std::future::ready(Err(err))),
         }
     }
+
+    fn handoff<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        match self.pick(url) {
+            Ok(connector) => connector.handoff(url, node_id),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
 }

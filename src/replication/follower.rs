@@ -8,7 +8,7 @@ use ltxd_protocol::wire::{FrameDecoder, WireError};
 use ltxd_protocol::{ConnectError, Connector, Features, StreamRequest};
 use tokio::sync::watch;
 
-use super::NodeState;
+use super::{Handoffs, NodeState};
 use crate::ltx::{detect_format, Decoder, LtxError};
 use crate::mount::{Applier, ApplyError};
 use crate::node::{EpochError, EpochFile};
@@ -63,17 +63,20 @@ pub struct Follower {
     epochs: Arc<EpochFile>,
     connector: Arc<dyn Connector>,
     node: Arc<NodeState>,
+    handoffs: Arc<Handoffs>,
     options: FollowerOptions,
 }
 
 impl Follower {
     /// A follower that applies through `applier`.
     /// Streams whose lease epoch is older than the highest in `epochs` are refused (fencing).
+    /// A lease the primary hands over is passed on through `handoffs`.
     pub fn new(
         applier: Applier,
         epochs: Arc<EpochFile>,
         connector: Arc<dyn Connector>,
         node: Arc<NodeState>,
+        handoffs: Arc<Handoffs>,
         options: FollowerOptions,
     ) -> Follower {
         Follower {
@@ -81,6 +84,7 @@ impl Follower {
             epochs,
             connector,
             node,
+            handoffs,
             options,
         }
     }
@@ -222,10 +226,8 @@ impl Follower {
                     }
                     Step::Heartbeat { timestamp_ms } => self.node.heard_from_primary(timestamp_ms),
                     Step::Handoff { lease_id } => {
-                        tracing::info!(
-                            lease_id,
-                            "the primary offered a handoff, which this lease does not support"
-                        );
+                        tracing::info!(lease_id, "the primary handed its lease to this node");
+                        self.handoffs.offer(lease_id);
                     }
                     Step::End => return Ok(()),
                     Step::Nothing => {}

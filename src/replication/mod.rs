@@ -5,16 +5,19 @@
 //! module drives them against the log and the mount: [`LogService`] implements the
 //! transport-neutral [`ltxd_protocol::Service`] for any transport to serve, and [`Follower`]
 //! subscribes through any [`ltxd_protocol::Connector`] and applies each file through the
-//! mount's [`crate::mount::Applier`].
+//! mount's [`crate::mount::Applier`]. [`Handoffs`] carries a lease handoff between the
+//! streams, the service and the node driver.
 
 mod connector;
 mod follower;
+mod handoff;
 mod log_view;
 mod node;
 mod service;
 
 pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};
+pub use handoff::{HandoffInbox, HandoffOrder, HandoffRequest, Handoffs, StreamRegistration};
 pub use node::NodeState;
 pub use service::LogService;
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
+use ltxd_lease::PrimaryInfo;
+
 /// The node's role and, on a replica, how far behind each database is.
 #[derive(Debug)]
 pub struct NodeState {
@@ -21,6 +23,8 @@ pub struct NodeState {
 struct Role {
     is_primary: bool,
     primary_hostname: Option<String>,
+    /// On a replica, the primary's advertise URL.
+    primary_url: Option<String>,
     epoch: Option<u64>,
     ready: bool,
     /// The primary's clock at the last contact (a heartbeat or an applied transaction).
@@ -49,15 +53,17 @@ impl NodeState {
         let mut role = self.role();
         role.is_primary = true;
         role.primary_hostname = Some(hostname.to_string());
+        role.primary_url = None;
         role.epoch = epoch;
         role.ready = true;
     }
 
-    /// Makes this node a replica of the primary named `hostname`.
-    pub fn become_replica(&self, hostname: Option<String>) {
+    /// Makes this node a replica of `primary` (when known).
+    pub fn become_replica(&self, primary: Option<&PrimaryInfo>) {
         let mut role = self.role();
         role.is_primary = false;
-        role.primary_hostname = hostname;
+        role.primary_hostname = primary.map(|p| p.hostname.clone());
+        role.primary_url = primary.map(|p| p.advertise_url.clone());
         role.epoch = None;
     }
 
@@ -69,6 +75,11 @@ impl NodeState {
     /// The primary's hostname, if known.
     pub fn primary_hostname(&self) -> Option<String> {
         self.role().primary_hostname.clone()
+    }
+
+    /// On a replica, the primary's advertise URL, if known.
+    pub fn primary_url(&self) -> Option<String> {
+        self.role().primary_url.clone()
     }
 
     /// The epoch of this node's lease, on the primary.

@@ -9,11 +9,12 @@ use bytes::Bytes;
 use ltxd_protocol::primary::{PrimaryStream, Send};
 use ltxd_protocol::wire::{encode_frame, Frame, MAX_CHUNK_LEN};
 use ltxd_protocol::{
-    DatabaseStatus, Features, NodeInfo, Pos, PrimaryRef, Refusal, Service, StreamRequest,
-    StreamResponse,
+    BoxFuture, Connector, DatabaseStatus, Features, NodeInfo, Pos, PrimaryRef, Promotion, Refusal,
+    Service, StreamRequest, StreamResponse,
 };
 use tokio::sync::mpsc;
 
+use super::handoff::{HandoffOrder, Handoffs, StreamRegistration};
 use super::log_view::LogReader;
 use super::{NodeState, HEARTBEAT_INTERVAL};
 use crate::log::{Log, LogError, Record};
@@ -21,17 +22,33 @@ use crate::log::{Log, LogError, Record};
 /// How many encoded pieces may wait to be sent to one replica.
 const STREAM_BUFFER: usize = 32;
 
-/// Serves a node's log to replicas, over any transport.
+/// Serves a node's log to replicas, over any transport, and hands the lease over on request.
 pub struct LogService {
     log: Arc<Log>,
     node: Arc<NodeState>,
+    handoffs: Arc<Handoffs>,
+    connector: Arc<dyn Connector>,
     runtime: tokio::runtime::Handle,
 }
 
 impl LogService {
     /// A service over `log`; streams are driven on threads that wait through `runtime`.
-    pub fn new(log: Arc<Log>, node: Arc<NodeState>, runtime: tokio::runtime::Handle) -> Self {
-        LogService { log, node, runtime }
+    /// `handoffs` connects it to the node driver; `connector` reaches the primary when this node
+    /// is promoted.
+    pub fn new(
+        log: Arc<Log>,
+        node: Arc<NodeState>,
+        handoffs: Arc<Handoffs>,
+        connector: Arc<dyn Connector>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        LogService {
+            log,
+            node,
+            handoffs,
+            connector,
+            runtime,
+        }
     }
 }
 
@@ -43,7 +60,8 @@ impl Service for LogService {
         if !self.node.is_primary() {
             return Err(Refusal::NotPrimary);
         }
-        let replica = ltxd_protocol::format_node_id(request.node_id);
+        let request_node_id = request.node_id;
+        let replica = ltxd_protocol::format_node_id(request_node_id);
         let machine = PrimaryStream::new(request, Features::ALL, &LogReader(&self.log));
         let features = machine.features();
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
@@ -52,6 +70,8 @@ impl Service for LogService {
             machine,
             sender,
             runtime: self.runtime.clone(),
+            registration: self.handoffs.register(request_node_id),
+            order: None,
         };
         std::thread::Builder::new()
             .name(format!("stream-{replica}"))
@@ -101,6 +121,41 @@ impl Service for LogService {
             databases,
         }
     }
+
+    fn handoff(&self, node_id: u64) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            if !self.node.is_primary() {
+                return Err(Refusal::NotPrimary);
+            }
+            if !self.handoffs.is_subscribed(node_id) {
+                return Err(Refusal::Failed(format!(
+                    "node {} is not subscribed",
+                    ltxd_protocol::format_node_id(node_id)
+                )));
+            }
+            self.handoffs.request(node_id).await
+        })
+    }
+
+    fn promote(&self) -> BoxFuture<'_, Result<Promotion, Refusal>> {
+        Box::pin(async move {
+            if !self.node.candidate {
+                return Err(Refusal::NotCandidate);
+            }
+            if self.node.is_primary() {
+                return Ok(Promotion::AlreadyPrimary);
+            }
+            let Some(url) = self.node.primary_url() else {
+                return Err(Refusal::Failed("no primary is known".into()));
+            };
+            tracing::info!(primary = url, "asking the primary to hand over its lease");
+            self.connector
+                .handoff(&url, self.node.node_id)
+                .await
+                .map_err(|err| Refusal::Failed(format!("the primary at {url}: {err}")))?;
+            Ok(Promotion::HandedOff)
+        })
+    }
 }
 
 /// Why a stream ended.
@@ -121,6 +176,9 @@ struct StreamDriver {
     machine: PrimaryStream,
     sender: mpsc::Sender<std::io::Result<Bytes>>,
     runtime: tokio::runtime::Handle,
+    registration: StreamRegistration,
+    /// The handoff this stream was ordered to send, once it has caught the replica up.
+    order: Option<Arc<HandoffOrder>>,
 }
 
 impl StreamDriver {
@@ -134,17 +192,25 @@ impl StreamDriver {
                 break;
             }
             let sender = self.sender.clone();
+            let orders = &mut self.registration.orders;
             let woke = self.runtime.block_on(async {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Closed },
                     () = tokio::time::sleep(HEARTBEAT_INTERVAL) => Wake::Tick,
                     () = sender.closed() => Wake::Closed,
+                    Some(order) = orders.recv() => Wake::HandOff(order),
                 }
             });
             match woke {
                 Wake::Changed => self.machine.changed(&LogReader(&self.log)),
                 Wake::Tick => self.machine.tick(),
                 Wake::Closed => return Err(StreamEnd::Gone),
+                Wake::HandOff(order) => {
+                    // Writes have stopped: send everything up to the head, then the lease.
+                    self.machine.changed(&LogReader(&self.log));
+                    self.machine.hand_off(order.lease_id.clone());
+                    self.order = Some(order);
+                }
             }
         }
         self.frame(&Frame::End)
@@ -178,9 +244,16 @@ impl StreamDriver {
             Send::Heartbeat => self.frame(&Frame::Heartbeat {
                 timestamp_ms: crate::mount::now_ms(),
             })?,
-            Send::Handoff { lease_id } => self.frame(&Frame::Handoff {
-                lease_id: lease_id.into_bytes(),
-            })?,
+            Send::Handoff { lease_id } => {
+                if self.order.take().is_some_and(|order| order.start_sending()) {
+                    tracing::info!("handing the lease to the replica");
+                    self.frame(&Frame::Handoff {
+                        lease_id: lease_id.into_bytes(),
+                    })?;
+                } else {
+                    tracing::warn!("the handoff was cancelled before the replica caught up");
+                }
+            }
         }
         Ok(())
     }
@@ -236,6 +309,7 @@ enum Wake {
     Changed,
     Tick,
     Closed,
+    HandOff(Arc<HandoffOrder>),
 }
 
 /// Reads until `buf` is full or the reader ends.

@@ -87,6 +87,12 @@ pub trait Leaser: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Lease>, LeaseError>>;
 
+    /// True if [`Leaser::acquire_existing`] can work: a primary refuses a handoff up front,
+    /// without stopping its writes, when it cannot.
+    fn supports_handoff(&self) -> bool {
+        true
+    }
+
     /// The current primary, or [`LeaseError::NoPrimary`].
     fn primary_info(&self) -> BoxFuture<'_, Result<PrimaryInfo, LeaseError>>;
 

@@ -102,6 +102,10 @@ impl Leaser for StaticLeaser {
         })))
     }
 
+    fn supports_handoff(&self) -> bool {
+        false
+    }
+
     fn primary_info(&self) -> BoxFuture<'_, Result<PrimaryInfo, LeaseError>> {
         let result = self.primary().ok_or(LeaseError::NoPrimary);
         Box::pin(std::future::ready(result))
