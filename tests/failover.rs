@@ -414,3 +414,51 @@ fn etcd_promotion_moves_the_primary_without_losing_a_write() {
 fn consul_standin_promotion_moves_the_primary_without_losing_a_write() {
     promotion(Backend::Consul(Consul::start()));
 }
+
+/// A node that never joined the cluster (an empty data directory) may not lead it: when the
+/// primary dies it waits, and it joins once a member leads again.
+fn a_node_that_never_joined_the_cluster_never_leads_it(backend: Backend) {
+    let lease = backend.lease_body();
+    let mut nodes = vec![Node::cluster_member("node-a", &lease)];
+    wait_for(Duration::from_secs(20), "node-a is primary", &nodes, || {
+        nodes[0].is_primary()
+    });
+    let db = "app.db";
+    nodes[0].sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    let id = std::fs::read_to_string(nodes[0].data.join("clusterid")).unwrap();
+    // Killed: its entry stays until the TTL runs out, so the newcomer starts as its replica.
+    nodes[0].kill();
+    nodes.push(Node::cluster_member("node-b", &lease));
+    wait_for(
+        TTL + Duration::from_secs(10),
+        "node-b refuses to lead a cluster it never joined",
+        &nodes,
+        || {
+            nodes[1]
+                .daemon_log()
+                .contains("which this node has not joined")
+        },
+    );
+    assert!(!nodes[1].is_primary());
+    nodes[0].start();
+    wait_for(
+        Duration::from_secs(20),
+        "node-a leads again and node-b follows it",
+        &nodes,
+        || nodes[0].is_primary() && pos(&nodes[1], db) == pos(&nodes[0], db),
+    );
+    assert_eq!(
+        std::fs::read_to_string(nodes[1].data.join("clusterid")).unwrap(),
+        id
+    );
+}
+
+#[test]
+fn etcd_a_node_that_never_joined_the_cluster_never_leads_it() {
+    a_node_that_never_joined_the_cluster_never_leads_it(Backend::Etcd(Etcd::start()));
+}
+
+#[test]
+fn consul_standin_a_node_that_never_joined_the_cluster_never_leads_it() {
+    a_node_that_never_joined_the_cluster_never_leads_it(Backend::Consul(Consul::start()));
+}

@@ -322,6 +322,61 @@ fn status_primary_and_lag_files_show_each_nodes_role(transport: Transport) {
     assert!(!primary.path(".primary").exists() && !primary.path(".lag").exists());
 }
 
+fn the_cluster_id_is_adopted_and_a_replica_of_another_cluster_applies_nothing(
+    transport: Transport,
+) {
+    let primary = Node::primary_over(transport);
+    let mut replica = Node::replica_of(&primary);
+    let db = "cluster.db";
+    primary.sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    wait_caught_up(&primary, &replica, db);
+    let id = std::fs::read_to_string(primary.data.join("clusterid")).unwrap();
+    assert!(id.starts_with("LFSC") && id.len() == 21, "{id:?}");
+    assert_eq!(
+        std::fs::read_to_string(replica.data.join("clusterid")).unwrap(),
+        id
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&replica.ltxd(&["status", "--url", &replica.url, "--json"])).unwrap();
+    assert_eq!(json["clusterID"], id.trim());
+
+    // A static lease cannot be handed over: the replica is no candidate; the primary is primary.
+    let promote = |node: &Node| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(["promote", "--url", &node.url])
+            .output()
+            .unwrap()
+    };
+    let refused = promote(&replica);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("not a candidate"),
+        "{stderr}"
+    );
+    let out = promote(&primary);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already primary"));
+
+    // The replica's data directory now says it belongs to another cluster: nothing is applied.
+    replica.stop();
+    std::fs::write(replica.data.join("clusterid"), "LFSC0000000000000001\n").unwrap();
+    replica.start();
+    let before = pos(&replica, db);
+    primary.sqlite(db, "INSERT INTO t VALUES (2);");
+    wait_until(
+        Duration::from_secs(10),
+        "the replica refuses the other cluster's primary",
+        &[&primary, &replica],
+        || replica.daemon_log().contains("cluster ID mismatch"),
+    );
+    assert_eq!(
+        pos(&replica, db),
+        before,
+        "nothing from another cluster is applied"
+    );
+}
+
 /// Every test above runs over each transport: one conformance suite for HTTP and QUIC.
 macro_rules! over_each_transport {
     ($($test:ident),* $(,)?) => {
@@ -341,6 +396,7 @@ macro_rules! over_each_transport {
 }
 
 over_each_transport!(
+    the_cluster_id_is_adopted_and_a_replica_of_another_cluster_applies_nothing,
     ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica,
     random_workloads_end_byte_identical_in_both_journal_modes,
     a_reader_on_the_replica_never_sees_an_error_or_a_torn_state,

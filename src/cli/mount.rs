@@ -13,7 +13,7 @@ use clap::Args;
 use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
-use ltxd::node::{EpochFile, NodeDriver, NodeParts};
+use ltxd::node::{ClusterIdFile, EpochFile, NodeDriver, NodeParts};
 use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
@@ -124,6 +124,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         data_dir.clone(),
     ));
     let epochs = Arc::new(EpochFile::open(&data_dir)?);
+    let cluster_id = Arc::new(ClusterIdFile::open(&data_dir)?);
     let leaser = {
         let _guard = runtime.enter();
         leaser_from_config(&config)?
@@ -153,6 +154,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             applier,
             node: Arc::clone(&node),
             epochs,
+            cluster_id: Arc::clone(&cluster_id),
             connector: Arc::clone(&connector),
             reconnect_delay: config.lease.reconnect_delay.max(Duration::from_millis(50)),
             demote_delay: config.lease.demote_delay,
@@ -178,6 +180,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&log),
         Arc::clone(&node),
         handoffs,
+        cluster_id,
         connector,
         runtime.handle().clone(),
     ));

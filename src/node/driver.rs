@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{Command, Delays, EpochFile, Input, Role, RoleMachine};
+use super::{ClusterIdFile, Command, Delays, EpochFile, Input, Role, RoleMachine};
 use crate::mount::Applier;
 use crate::replication::{
     Follower, FollowerOptions, HandoffInbox, HandoffRequest, Handoffs, NodeState,
@@ -31,6 +31,8 @@ pub struct NodeParts {
     pub node: Arc<NodeState>,
     /// The highest lease epoch seen.
     pub epochs: Arc<EpochFile>,
+    /// This node's cluster ID.
+    pub cluster_id: Arc<ClusterIdFile>,
     /// How replicas reach the primary.
     pub connector: Arc<dyn Connector>,
     /// The first reconnect delay of a follower.
@@ -51,6 +53,8 @@ pub struct NodeDriver {
     lease: Option<Box<dyn Lease>>,
     follower: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     decided: watch::Sender<bool>,
+    /// True once the node said why it may not lead, until it may.
+    ineligible_logged: bool,
     /// The `/handoff` call waiting for the handoff in progress.
     handoff_reply: Option<tokio::sync::oneshot::Sender<Result<(), Refusal>>>,
 }
@@ -71,6 +75,7 @@ impl NodeDriver {
             follower: None,
             decided: watch::Sender::new(false),
             handoff_reply: None,
+            ineligible_logged: false,
         }
     }
 
@@ -191,23 +196,20 @@ impl NodeDriver {
     /// Carries out one command; returns what it learned.
     async fn execute(&mut self, command: Command) -> Vec<Input> {
         match command {
-            Command::TryAcquire => match self.leaser.acquire().await {
-                Ok(lease) => {
-                    let (epoch, ttl) = (lease.epoch(), lease.ttl());
-                    if let Err(err) = self.parts.epochs.observe(epoch) {
-                        tracing::error!(%err, "refusing a lease older than an epoch already seen");
-                        let _ = lease.release().await;
-                        return vec![Input::BackendFailed];
+            Command::TryAcquire => {
+                let lease_cluster = match self.eligibility().await {
+                    Ok(lease_cluster) => lease_cluster,
+                    Err(input) => return vec![input],
+                };
+                match self.leaser.acquire().await {
+                    Ok(lease) => vec![self.took(lease, lease_cluster.is_none()).await],
+                    Err(LeaseError::PrimaryExists) => vec![self.look_up().await],
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot acquire the lease");
+                        vec![Input::BackendFailed]
                     }
-                    self.lease = Some(lease);
-                    vec![Input::Acquired { epoch, ttl }]
                 }
-                Err(LeaseError::PrimaryExists) => vec![self.look_up().await],
-                Err(err) => {
-                    tracing::warn!(%err, "cannot acquire the lease");
-                    vec![Input::BackendFailed]
-                }
-            },
+            }
             Command::LookUpPrimary => vec![self.look_up().await],
             Command::MakeReadOnly => {
                 self.parts.applier.set_writable(false);
@@ -317,14 +319,8 @@ impl NodeDriver {
         }
         match self.leaser.acquire_existing(lease_id).await {
             Ok(lease) => {
-                let (epoch, ttl) = (lease.epoch(), lease.ttl());
-                if let Err(err) = self.parts.epochs.observe(epoch) {
-                    tracing::error!(%err, "refusing a lease older than an epoch already seen");
-                    return Input::BackendFailed;
-                }
-                tracing::info!(epoch, "took over the lease");
-                self.lease = Some(lease);
-                Input::Acquired { epoch, ttl }
+                tracing::info!(epoch = lease.epoch(), "took over the lease");
+                self.took(lease, false).await
             }
             Err(err) => {
                 tracing::warn!(%err, "cannot take over the handed-over lease");
@@ -366,6 +362,69 @@ impl NodeDriver {
         }
     }
 
+    /// Whether this node may become primary of the lease's cluster: returns the lease's cluster
+    /// ID, or (as the input to go on with) the primary's info when this node may not lead.
+    async fn eligibility(&mut self) -> Result<Option<String>, Input> {
+        let lease_cluster = match self.leaser.cluster_id().await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the cluster ID");
+                return Err(Input::BackendFailed);
+            }
+        };
+        let refusal = match (&lease_cluster, self.parts.cluster_id.get()) {
+            (Some(remote), None) => Some(format!(
+                "the lease belongs to cluster {remote}, which this node has not joined: it \
+                 follows a primary before it may lead"
+            )),
+            (Some(remote), Some(local)) if *remote != local => Some(format!(
+                "the lease belongs to cluster {remote}, this node to {local}: check lease.* \
+                 and data.dir"
+            )),
+            _ => None,
+        };
+        match refusal {
+            Some(why) => {
+                if !std::mem::replace(&mut self.ineligible_logged, true) {
+                    tracing::error!(why, "not trying for the lease");
+                }
+                Err(self.look_up().await)
+            }
+            None => {
+                self.ineligible_logged = false;
+                Ok(lease_cluster)
+            }
+        }
+    }
+
+    /// Takes a newly acquired lease on: checks its epoch and, when the lease has no cluster ID
+    /// yet (`publish`), publishes this node's.
+    async fn took(&mut self, lease: Box<dyn Lease>, publish: bool) -> Input {
+        let (epoch, ttl) = (lease.epoch(), lease.ttl());
+        if let Err(err) = self.parts.epochs.observe(epoch) {
+            tracing::error!(%err, "refusing a lease older than an epoch already seen");
+            let _ = lease.release().await;
+            return Input::BackendFailed;
+        }
+        if publish {
+            let published = match self.parts.cluster_id.get_or_generate() {
+                Ok(id) => self
+                    .leaser
+                    .set_cluster_id(&id)
+                    .await
+                    .map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = published {
+                tracing::error!(err, "cannot publish the cluster ID: giving the lease back");
+                let _ = lease.release().await;
+                return Input::BackendFailed;
+            }
+        }
+        self.lease = Some(lease);
+        Input::Acquired { epoch, ttl }
+    }
+
     /// Asks the backend who the primary is.
     async fn look_up(&self) -> Input {
         match self.leaser.primary_info().await {
@@ -388,6 +447,7 @@ impl NodeDriver {
         let follower = Follower::new(
             self.parts.applier.clone(),
             Arc::clone(&self.parts.epochs),
+            Arc::clone(&self.parts.cluster_id),
             Arc::clone(&self.parts.connector),
             Arc::clone(&self.parts.node),
             Arc::clone(&self.parts.handoffs),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{Handoffs, NodeState};
 use crate::ltx::{detect_format, Decoder, LtxError};
 use crate::mount::{Applier, ApplyError};
-use crate::node::{EpochError, EpochFile};
+use crate::node::{ClusterIdError, ClusterIdFile, EpochError, EpochFile};
 
 /// How a follower connects.
 #[derive(Clone, Debug)]
@@ -54,6 +54,8 @@ enum FollowError {
     Eof,
     #[error(transparent)]
     Epoch(#[from] EpochError),
+    #[error(transparent)]
+    ClusterId(#[from] ClusterIdError),
 }
 
 /// Follows the primary: subscribes, applies, and reconnects with backoff until stopped.
@@ -61,6 +63,7 @@ enum FollowError {
 pub struct Follower {
     applier: Applier,
     epochs: Arc<EpochFile>,
+    cluster_id: Arc<ClusterIdFile>,
     connector: Arc<dyn Connector>,
     node: Arc<NodeState>,
     handoffs: Arc<Handoffs>,
@@ -69,11 +72,13 @@ pub struct Follower {
 
 impl Follower {
     /// A follower that applies through `applier`.
-    /// Streams whose lease epoch is older than the highest in `epochs` are refused (fencing).
+    /// Streams whose lease epoch is older than the highest in `epochs` are refused (fencing), and
+    /// so are primaries of another cluster than `cluster_id`'s (adopted from the first primary).
     /// A lease the primary hands over is passed on through `handoffs`.
     pub fn new(
         applier: Applier,
         epochs: Arc<EpochFile>,
+        cluster_id: Arc<ClusterIdFile>,
         connector: Arc<dyn Connector>,
         node: Arc<NodeState>,
         handoffs: Arc<Handoffs>,
@@ -82,6 +87,7 @@ impl Follower {
         Follower {
             applier,
             epochs,
+            cluster_id,
             connector,
             node,
             handoffs,
@@ -185,6 +191,10 @@ impl Follower {
         )
         .await
         .map_err(|_| ConnectError::Io("subscribing timed out".into()))??;
+        // Another cluster's primary (and its epochs) must not touch this node.
+        if let Some(id) = &response.cluster_id {
+            self.cluster_id.accept(id)?;
+        }
         match response.epoch {
             Some(epoch) => self.epochs.observe(epoch)?,
             None => tracing::debug!("the primary states no lease epoch (a LiteFS primary)"),

@@ -18,6 +18,7 @@ use super::handoff::{HandoffOrder, Handoffs, StreamRegistration};
 use super::log_view::LogReader;
 use super::{NodeState, HEARTBEAT_INTERVAL};
 use crate::log::{Log, LogError, Record};
+use crate::node::ClusterIdFile;
 
 /// How many encoded pieces may wait to be sent to one replica.
 const STREAM_BUFFER: usize = 32;
@@ -27,6 +28,7 @@ pub struct LogService {
     log: Arc<Log>,
     node: Arc<NodeState>,
     handoffs: Arc<Handoffs>,
+    cluster_id: Arc<ClusterIdFile>,
     connector: Arc<dyn Connector>,
     runtime: tokio::runtime::Handle,
 }
@@ -34,11 +36,12 @@ pub struct LogService {
 impl LogService {
     /// A service over `log`; streams are driven on threads that wait through `runtime`.
     /// `handoffs` connects it to the node driver; `connector` reaches the primary when this node
-    /// is promoted.
+    /// is promoted. Responses carry the cluster ID in `cluster_id`.
     pub fn new(
         log: Arc<Log>,
         node: Arc<NodeState>,
         handoffs: Arc<Handoffs>,
+        cluster_id: Arc<ClusterIdFile>,
         connector: Arc<dyn Connector>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
@@ -46,6 +49,7 @@ impl LogService {
             log,
             node,
             handoffs,
+            cluster_id,
             connector,
             runtime,
         }
@@ -87,7 +91,7 @@ impl Service for LogService {
             .map_err(|err| Refusal::BadRequest(format!("cannot start the stream: {err}")))?;
         Ok(StreamResponse {
             node_id: self.node.node_id,
-            cluster_id: None,
+            cluster_id: self.cluster_id.get(),
             epoch: self.node.epoch(),
             features,
             body: Box::pin(ReceiverStream(receiver)),
@@ -110,7 +114,7 @@ impl Service for LogService {
             })
             .collect();
         NodeInfo {
-            cluster_id: None,
+            cluster_id: self.cluster_id.get(),
             is_primary: self.node.is_primary(),
             candidate: self.node.candidate,
             path: self.node.data_dir.display().to_string(),
