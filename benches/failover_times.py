@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Failover times of a three-node ltxd cluster on etcd (a real etcd-server) and on the Consul
-stand-in, over repeated SIGKILLs of the primary.
+stand-in, over repeated SIGKILLs of the primary, and handoff times over repeated `ltxd promote`.
 
 Usage: python3 benches/failover_times.py --ltxd target/release/ltxd \
            --standin target/release/ltxd-consul-standin --out benches/results/failover.json
@@ -8,7 +8,9 @@ Usage: python3 benches/failover_times.py --ltxd target/release/ltxd \
 
 Each trial: find the primary (GET /info), write to it, SIGKILL it, and time until another node
 accepts a write through its mount (polling every 10 ms with sqlite3); then restart the killed node
-and wait until it has rejoined as a replica. The lease TTL is --ttl seconds. The stand-in runs with
+and wait until it has rejoined as a replica. Then each of --promotions trials runs `ltxd promote`
+on a replica and times until that node accepts a write through its mount. The lease TTL is --ttl
+seconds. The stand-in runs with
 Consul's rules except a minimum TTL of 1 s and expiry after one TTL (Consul may take two).
 Python 3.11 standard library only.
 """
@@ -122,6 +124,19 @@ def lease_section(backend, endpoint, name, port, ttl):
     return common + f"  type: consul\n  consul:\n    url: {endpoint}\n    key: ltxd/bench\n    ttl: {ttl}s\n    lock-delay: 100ms\n"
 
 
+def summary(times):
+    if not times:
+        return {}
+    ordered = sorted(times)
+    return {
+        "min": round(ordered[0], 3),
+        "p50": round(statistics.median(ordered), 3),
+        "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "max": round(ordered[-1], 3),
+        "mean": round(statistics.mean(ordered), 3),
+    }
+
+
 def run_backend(backend, args):
     root = tempfile.mkdtemp(prefix=f"failover-{backend}-", dir=args.base)
     server, endpoint = start_etcd(root) if backend == "etcd" else start_standin(args.standin)
@@ -160,19 +175,30 @@ def run_backend(backend, args):
             primary.cleanup()
             primary.start()
             wait("the killed node rejoins", 30, lambda: not is_primary(primary))
-        ordered = sorted(times)
+        promotions = []
+        for trial in range(args.promotions):
+            primary = wait("a primary", 30, lambda: next((n for n in nodes if is_primary(n)), None))
+            target = nodes[(nodes.index(primary) + 1) % len(nodes)]
+            wait("the primary takes writes", 10, lambda: writes(primary))
+            asked = time.monotonic()
+            subprocess.run(
+                [args.ltxd, "promote", "--url", target.url],
+                check=True,
+                capture_output=True,
+            )
+            wait("the promoted node takes writes", 30, lambda: writes(target), poll=0.005)
+            took = time.monotonic() - asked
+            promotions.append(took)
+            print(f"{backend} promotion {trial + 1}: {took * 1000:.0f} ms", file=sys.stderr, flush=True)
         return {
             "backend": backend,
             "ttl_s": args.ttl,
             "trials": len(times),
-            "seconds": {
-                "min": round(ordered[0], 3),
-                "p50": round(statistics.median(ordered), 3),
-                "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
-                "max": round(ordered[-1], 3),
-                "mean": round(statistics.mean(ordered), 3),
-            },
+            "seconds": summary(times),
             "all_seconds": [round(t, 3) for t in times],
+            "promotions": len(promotions),
+            "promotion_seconds": summary(promotions),
+            "all_promotion_seconds": [round(t, 3) for t in promotions],
         }
     finally:
         for node in nodes:
@@ -193,6 +219,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--command", default="")
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--promotions", type=int, default=20)
     parser.add_argument("--ttl", type=int, default=2)
     parser.add_argument("--backends", default="etcd,consul")
     parser.add_argument("--base", default="/tmp")
