@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Node};
+use common::{free_port, Node, Transport};
 
 /// The lease TTL the tests use.
 const TTL: Duration = Duration::from_secs(2);
@@ -308,10 +308,10 @@ fn consul_standin_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
 /// `ltxd promote` on a replica during a stream of writes: the replica becomes primary, every
 /// write the old primary acknowledged is on it, the old primary follows it read-only, and the
 /// third node follows too.
-fn promotion(backend: Backend) {
+fn promotion(backend: Backend, transport: Transport) {
     let lease = backend.lease_body();
     let nodes: Vec<Node> = (0..3)
-        .map(|i| Node::cluster_member(&format!("node-{i}"), &lease))
+        .map(|i| Node::cluster_member_over(&format!("node-{i}"), &lease, transport))
         .collect();
     let db = "app.db";
     let mut old = 0;
@@ -407,12 +407,17 @@ fn promotion(backend: Backend) {
 
 #[test]
 fn etcd_promotion_moves_the_primary_without_losing_a_write() {
-    promotion(Backend::Etcd(Etcd::start()));
+    promotion(Backend::Etcd(Etcd::start()), Transport::Http);
+}
+
+#[test]
+fn etcd_promotion_over_quic_moves_the_primary_without_losing_a_write() {
+    promotion(Backend::Etcd(Etcd::start()), Transport::Quic);
 }
 
 #[test]
 fn consul_standin_promotion_moves_the_primary_without_losing_a_write() {
-    promotion(Backend::Consul(Consul::start()));
+    promotion(Backend::Consul(Consul::start()), Transport::Http);
 }
 
 /// A node that never joined the cluster (an empty data directory) may not lead it: when the
@@ -461,4 +466,30 @@ fn etcd_a_node_that_never_joined_the_cluster_never_leads_it() {
 #[test]
 fn consul_standin_a_node_that_never_joined_the_cluster_never_leads_it() {
     a_node_that_never_joined_the_cluster_never_leads_it(Backend::Consul(Consul::start()));
+}
+
+/// `lease.promote: true`: a candidate that joins a running cluster becomes its primary once it
+/// has caught up.
+#[test]
+fn etcd_lease_promote_takes_over_once_caught_up() {
+    let backend = Backend::Etcd(Etcd::start());
+    let lease = backend.lease_body();
+    let mut nodes = vec![Node::cluster_member("node-a", &lease)];
+    wait_for(Duration::from_secs(20), "node-a is primary", &nodes, || {
+        nodes[0].is_primary()
+    });
+    let db = "app.db";
+    nodes[0].sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    nodes.push(Node::cluster_member(
+        "node-b",
+        &format!("{lease}  promote: true\n"),
+    ));
+    wait_for(
+        Duration::from_secs(10),
+        "node-b promotes itself",
+        &nodes,
+        || nodes[1].is_primary() && !nodes[0].is_primary(),
+    );
+    assert_eq!(nodes[1].sqlite(db, "SELECT count(*) FROM t;").trim(), "1");
+    assert!(writable(&nodes[1], db));
 }

@@ -141,11 +141,26 @@ impl Node {
     /// A cluster member named `hostname` with its own HTTP port and advertise URL, whose
     /// `lease:` section is `lease_body` (indented lines), for leases with a real backend.
     pub fn cluster_member(hostname: &str, lease_body: &str) -> Node {
+        Node::cluster_member_over(hostname, lease_body, Transport::Http)
+    }
+
+    /// A cluster member as [`Node::cluster_member`], that others follow over `transport`.
+    pub fn cluster_member_over(hostname: &str, lease_body: &str, transport: Transport) -> Node {
         let port = free_port();
+        let (advertise_url, extra) = match transport {
+            Transport::Http => (format!("http://127.0.0.1:{port}"), String::new()),
+            Transport::Quic => {
+                let quic = free_udp_port();
+                (
+                    format!("quic://127.0.0.1:{quic}"),
+                    format!("quic:\n  addr: 127.0.0.1:{quic}\n  insecure-dev: true\n"),
+                )
+            }
+        };
         let body = format!(
-            "  hostname: {hostname}\n  advertise-url: http://127.0.0.1:{port}\n  reconnect-delay: 50ms\n{lease_body}"
+            "  hostname: {hostname}\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n{lease_body}"
         );
-        Node::build_with_lease(port, &format!("http://127.0.0.1:{port}"), &body, "")
+        Node::build_with_lease(port, &advertise_url, &body, &extra)
     }
 
     fn build(port: u16, advertise_url: &str, lease_tail: &str, extra: &str) -> Node {
