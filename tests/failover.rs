@@ -168,23 +168,30 @@ fn writable(node: &Node, db: &str) -> bool {
         .is_ok()
 }
 
-fn failover(backend: Backend) {
+/// Three candidates on `backend`, followed over `transport`, and the index of the one elected,
+/// with a table `t(id, v)` in WAL mode in database `app.db`.
+fn cluster(backend: &Backend, transport: Transport) -> (Vec<Node>, usize) {
     let lease = backend.lease_body();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node::cluster_member(&format!("node-{i}"), &lease))
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::cluster_member_over(&format!("node-{i}"), &lease, transport))
         .collect();
-    let db = "app.db";
-    let mut first = 0;
+    let mut primary = 0;
     wait_for(
         Duration::from_secs(20),
         "a primary is elected",
         &nodes,
-        || primary_of(&nodes).inspect(|&p| first = p).is_some(),
+        || primary_of(&nodes).inspect(|&p| primary = p).is_some(),
     );
-    nodes[first].sqlite(
-        db,
+    nodes[primary].sqlite(
+        "app.db",
         "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
     );
+    (nodes, primary)
+}
+
+fn failover(backend: Backend) {
+    let (mut nodes, first) = cluster(&backend, Transport::Http);
+    let db = "app.db";
     for i in 0..20 {
         nodes[first].sqlite(db, &format!("INSERT INTO t(v) VALUES ('before {i}');"));
     }
@@ -309,22 +316,8 @@ fn consul_standin_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
 /// write the old primary acknowledged is on it, the old primary follows it read-only, and the
 /// third node follows too.
 fn promotion(backend: Backend, transport: Transport) {
-    let lease = backend.lease_body();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| Node::cluster_member_over(&format!("node-{i}"), &lease, transport))
-        .collect();
+    let (nodes, old) = cluster(&backend, transport);
     let db = "app.db";
-    let mut old = 0;
-    wait_for(
-        Duration::from_secs(20),
-        "a primary is elected",
-        &nodes,
-        || primary_of(&nodes).inspect(|&p| old = p).is_some(),
-    );
-    nodes[old].sqlite(
-        db,
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
-    );
     let new = (old + 1) % 3;
     let third = (old + 2) % 3;
     let want = pos(&nodes[old], db);
