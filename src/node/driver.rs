@@ -17,9 +17,9 @@ use crate::replication::{
 };
 
 /// How long a handoff lets in-flight write transactions finish.
-const DRAIN_WAIT: Duration = Duration::from_secs(5);
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// How long a handoff waits for the replica's stream to catch it up and send the lease.
-const SEND_LEASE_WAIT: Duration = Duration::from_secs(10);
+const SEND_LEASE_WAIT: Duration = Duration::from_secs(5);
 /// How long a replica offered the lease waits to have everything the old primary has.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 

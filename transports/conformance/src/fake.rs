@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use ltxd_protocol::{
-    DatabaseStatus, Features, NodeInfo, PrimaryRef, Refusal, Service, StreamRequest, StreamResponse,
+    BoxFuture, DatabaseStatus, Features, NodeInfo, PrimaryRef, Promotion, Refusal, Service,
+    StreamRequest, StreamResponse,
 };
 use tokio::sync::mpsc;
 
@@ -18,6 +19,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A primary that records each request, refuses when told to, and otherwise hands each
 /// subscription to the test as a [`Subscription`] whose frames the test sends.
+///
+/// It records handoffs and promotions too: a handoff succeeds unless the test queued a refusal
+/// with [`FakeService::refuse_next_handoff`], and a promotion answers
+/// [`Promotion::HandedOff`] unless the test queued another answer with
+/// [`FakeService::answer_next_promotion`].
 pub struct FakeService {
     state: Mutex<State>,
     opened: mpsc::UnboundedSender<Subscription>,
@@ -28,6 +34,10 @@ pub struct FakeService {
 struct State {
     requests: Vec<StreamRequest>,
     refusals: VecDeque<Refusal>,
+    handoffs: Vec<u64>,
+    handoff_refusals: VecDeque<Refusal>,
+    promotions: usize,
+    promotion_answers: VecDeque<Result<Promotion, Refusal>>,
 }
 
 /// An accepted subscription, as the fake service saw it.
@@ -105,6 +115,26 @@ impl FakeService {
         self.state().requests.clone()
     }
 
+    /// Refuses the next handoff with `refusal`.
+    pub fn refuse_next_handoff(&self, refusal: Refusal) {
+        self.state().handoff_refusals.push_back(refusal);
+    }
+
+    /// The node ID of every handoff received so far, refused or not, in order.
+    pub fn handoffs(&self) -> Vec<u64> {
+        self.state().handoffs.clone()
+    }
+
+    /// Answers the next promotion with `answer` instead of [`Promotion::HandedOff`].
+    pub fn answer_next_promotion(&self, answer: Result<Promotion, Refusal>) {
+        self.state().promotion_answers.push_back(answer);
+    }
+
+    /// How many promotions were asked for so far, refused or not.
+    pub fn promotions(&self) -> usize {
+        self.state().promotions
+    }
+
     /// The next accepted subscription, in the order they arrived. Panics after 10 s.
     pub async fn next_subscription(&self) -> Subscription {
         let mut subscriptions = self.subscriptions.lock().await;
@@ -165,5 +195,25 @@ impl Service for FakeService {
 
     fn info(&self) -> NodeInfo {
         FakeService::node_info()
+    }
+
+    fn handoff(&self, node_id: u64) -> BoxFuture<'_, Result<(), Refusal>> {
+        let refusal = {
+            let mut state = self.state();
+            state.handoffs.push(node_id);
+            state.handoff_refusals.pop_front()
+        };
+        Box::pin(std::future::ready(refusal.map_or(Ok(()), Err)))
+    }
+
+    fn promote(&self) -> BoxFuture<'_, Result<Promotion, Refusal>> {
+        let answer = {
+            let mut state = self.state();
+            state.promotions += 1;
+            state.promotion_answers.pop_front()
+        };
+        Box::pin(std::future::ready(
+            answer.unwrap_or(Ok(Promotion::HandedOff)),
+        ))
     }
 }

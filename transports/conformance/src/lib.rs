@@ -37,6 +37,13 @@ const PIECE: usize = 64 << 10;
 pub trait Transport: Send + Sync {
     /// Starts a server for `service`.
     fn start(&self, service: Arc<dyn Service>) -> BoxFuture<'_, Started>;
+
+    /// When the servers `start` returns demand a token: a client configured as
+    /// [`Started::connector`] is but for presenting no token. `None` (the default) when they
+    /// demand none, and [`unauthenticated_handoff_is_refused`] then has nothing to check.
+    fn tokenless_connector(&self) -> Option<Box<dyn Connector>> {
+        None
+    }
 }
 
 /// A running server and a client for it.
@@ -57,6 +64,9 @@ pub async fn run_all(transport: &dyn Transport) {
     stalled_subscription_does_not_block_another(transport).await;
     refusals_map_to_statuses(transport).await;
     info_round_trips(transport).await;
+    handoff_reaches_the_service(transport).await;
+    handoff_refusals_map_to_statuses(transport).await;
+    unauthenticated_handoff_is_refused(transport).await;
     dropping_the_body_ends_the_server_stream(transport).await;
     shutdown_ends_open_streams(transport).await;
 }
@@ -380,6 +390,87 @@ pub async fn info_round_trips(transport: &dyn Transport) {
         .await
         .unwrap_or_else(|err| panic!("info from {} failed: {err}", started.url));
     assert_eq!(info, FakeService::node_info());
+    started.shutdown.await;
+}
+
+/// A handoff reaches the service with the replica's node ID, and its success reaches the caller.
+pub async fn handoff_reaches_the_service(transport: &dyn Transport) {
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let node_ids = [0x0123_4567_89AB_CDEF, 1, u64::MAX];
+    for node_id in node_ids {
+        step(
+            "a handoff",
+            started.connector.handoff(&started.url, node_id),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("a handoff to {node_id:016X} failed: {err}"));
+    }
+    assert_eq!(service.handoffs(), node_ids, "the node IDs the service saw");
+    assert!(
+        service.requests().is_empty(),
+        "a handoff is no subscription"
+    );
+    started.shutdown.await;
+}
+
+/// Each [`Refusal`] of a handoff reaches the caller as [`ConnectError::Refused`] with its
+/// [`Refusal::status`] and its text as the message.
+pub async fn handoff_refusals_map_to_statuses(transport: &dyn Transport) {
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let cases = [
+        (Refusal::NotPrimary, 503),
+        (
+            Refusal::Failed("replica 0000000000000009 is not subscribed".to_string()),
+            500,
+        ),
+        (Refusal::NotCandidate, 409),
+        (
+            Refusal::BadRequest("cannot hand off to self".to_string()),
+            400,
+        ),
+    ];
+    for (refusal, expected) in &cases {
+        service.refuse_next_handoff(refusal.clone());
+        let result = step(
+            "a refused handoff",
+            started.connector.handoff(&started.url, 9),
+        )
+        .await;
+        match result {
+            Err(ConnectError::Refused { status, message }) => {
+                assert_eq!(status, *expected, "status for {refusal:?}");
+                assert_eq!(message, refusal.to_string(), "message for {refusal:?}");
+            }
+            other => panic!("{refusal:?} arrived as {other:?}"),
+        }
+    }
+    assert_eq!(service.handoffs(), vec![9; cases.len()]);
+    started.shutdown.await;
+}
+
+/// Where the transport demands a token, a handoff without one is refused with 401 and never
+/// reaches the service.
+pub async fn unauthenticated_handoff_is_refused(transport: &dyn Transport) {
+    let Some(tokenless) = transport.tokenless_connector() else {
+        return;
+    };
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let result = step(
+        "an unauthenticated handoff",
+        tokenless.handoff(&started.url, 9),
+    )
+    .await;
+    match result {
+        Err(ConnectError::Refused {
+            status: 401,
+            message,
+        }) => assert!(message.starts_with("unauthorized"), "{message}"),
+        other => panic!("an unauthenticated handoff arrived as {other:?}"),
+    }
+    assert!(service.handoffs().is_empty(), "refused before the service");
     started.shutdown.await;
 }
 

@@ -1,5 +1,6 @@
 //! The conformance suite against the HTTP transport in cleartext, over TLS with a token, and over
-//! mTLS, and the HTTP-specific refusals: wrong certificates and missing or wrong tokens.
+//! mTLS; the HTTP-specific refusals: wrong certificates and missing or wrong tokens; and the
+//! HTTP-only calls: `POST /promote` and `/handoff`'s node ID query.
 
 mod common;
 
@@ -11,7 +12,8 @@ use common::Pki;
 use conformance::{FakeService, Started, Transport};
 use ltxd_http::{serve, HttpConnector, HttpSecurity, HttpServer};
 use ltxd_protocol::{
-    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Service, StreamRequest, TxId,
+    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Promotion, Refusal, Service,
+    StreamRequest, TxId,
 };
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -96,6 +98,14 @@ impl Transport for Http {
             }
         })
     }
+
+    fn tokenless_connector(&self) -> Option<Box<dyn Connector>> {
+        self.server.token.as_ref()?;
+        Some(Box::new(HttpConnector::with_security(
+            self.client_tls.clone(),
+            None,
+        )))
+    }
 }
 
 fn token(secret: &str) -> Token {
@@ -134,6 +144,16 @@ async fn refusals_map_to_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_round_trips() {
     conformance::info_round_trips(&Http::cleartext()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_reaches_the_service() {
+    conformance::handoff_reaches_the_service(&Http::cleartext()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_refusals_map_to_statuses() {
+    conformance::handoff_refusals_map_to_statuses(&Http::cleartext()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,6 +315,20 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
                 }) => assert_eq!(message, expected, "{url}"),
                 other => panic!("info from {url} with token {presented:?}: {other:?}"),
             }
+            match client.handoff(&url, 9).await {
+                Err(ConnectError::Refused {
+                    status: 401,
+                    message,
+                }) => assert_eq!(message, expected, "{url}"),
+                other => panic!("a handoff at {url} with token {presented:?}: {other:?}"),
+            }
+            match client.promote(&url).await {
+                Err(ConnectError::Refused {
+                    status: 401,
+                    message,
+                }) => assert_eq!(message, expected, "{url}"),
+                other => panic!("a promotion at {url} with token {presented:?}: {other:?}"),
+            }
             // A large request is refused before its body is read; the replica, still sending,
             // gets the answer all the same.
             let mut large = request("a.db");
@@ -311,6 +345,8 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
             );
         }
         assert!(service.requests().is_empty(), "refused before the service");
+        assert!(service.handoffs().is_empty(), "refused before the service");
+        assert_eq!(service.promotions(), 0, "refused before the service");
         server.shutdown().await;
     }
 }
@@ -390,5 +426,96 @@ async fn http1_over_tls_is_served_and_guarded() {
         anonymous.contains("unauthorized: no token presented"),
         "{anonymous}"
     );
+    server.shutdown().await;
+}
+
+/// `HttpConnector::promote` carries each of the service's answers to a promotion: both
+/// [`Promotion`]s, and each refusal as its status.
+async fn promote_answers_round_trip(http: &Http) {
+    let service = FakeService::new();
+    let server = http.server(service.clone(), localhost()).await;
+    let url = http.url(&server);
+    let client = http.connector();
+    for answer in [Promotion::AlreadyPrimary, Promotion::HandedOff] {
+        service.answer_next_promotion(Ok(answer));
+        assert_eq!(client.promote(&url).await, Ok(answer), "{url}");
+    }
+    let refusals = [
+        (Refusal::NotCandidate, 409),
+        (
+            Refusal::Failed("the primary is unreachable".to_string()),
+            500,
+        ),
+        (Refusal::NotPrimary, 503),
+    ];
+    for (refusal, status) in refusals {
+        service.answer_next_promotion(Err(refusal.clone()));
+        assert_eq!(
+            client.promote(&url).await,
+            Err(ConnectError::Refused {
+                status,
+                message: refusal.to_string()
+            }),
+            "{url}"
+        );
+    }
+    assert_eq!(
+        service.promotions(),
+        5,
+        "every promotion reached the service"
+    );
+    assert!(service.handoffs().is_empty(), "a promotion is no handoff");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_answers_round_trip_in_cleartext() {
+    promote_answers_round_trip(&Http::cleartext()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_answers_round_trip_over_tls_with_a_token() {
+    promote_answers_round_trip(&Http::tls_with_token(&Pki::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_answers_round_trip_over_mtls() {
+    promote_answers_round_trip(&Http::mtls(&Pki::new())).await;
+}
+
+/// Sends `POST <path>` over cleartext HTTP/1.1 and returns the response, lowercased.
+async fn post_http1(addr: SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    String::from_utf8(response).unwrap().to_lowercase()
+}
+
+/// `POST /handoff` takes the node ID as LiteFS sends it, `nodeID=` and up to 16 hex digits,
+/// and answers anything else 400 without asking the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_without_a_valid_node_id_is_a_bad_request() {
+    let service = FakeService::new();
+    let server = Http::cleartext().server(service.clone(), localhost()).await;
+    for path in [
+        "/handoff",
+        "/handoff?nodeID=",
+        "/handoff?nodeID=xyz",
+        "/handoff?nodeID=00000000000000001",
+        "/handoff?nodeid=1",
+        "/handoff?node=1",
+    ] {
+        let response = post_http1(server.local_addr(), path).await;
+        assert!(response.starts_with("http/1.1 400"), "{path}: {response}");
+        assert!(response.contains("invalid nodeid"), "{path}: {response}");
+    }
+    assert!(service.handoffs().is_empty(), "refused before the service");
+    let response = post_http1(server.local_addr(), "/handoff?x=1&nodeID=00000000000000aB").await;
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert_eq!(service.handoffs(), [0xab]);
     server.shutdown().await;
 }

@@ -100,6 +100,14 @@ impl Transport for Quic {
             }
         })
     }
+
+    fn tokenless_connector(&self) -> Option<Box<dyn Connector>> {
+        self.server.token?;
+        Some(Box::new(connector(&Side {
+            token: None,
+            ..self.client.clone()
+        })))
+    }
 }
 
 fn insecure() -> Quic {
@@ -137,6 +145,16 @@ async fn refusals_map_to_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_round_trips() {
     conformance::info_round_trips(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_reaches_the_service() {
+    conformance::handoff_reaches_the_service(&insecure()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_refusals_map_to_statuses() {
+    conformance::handoff_refusals_map_to_statuses(&insecure()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,6 +284,11 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
             matches!(info, Err(ConnectError::Refused { status: 401, .. })),
             "info with token {token:?}: {info:?}"
         );
+        let handoff = connector(&client).handoff(&url(&server), 9).await;
+        assert!(
+            matches!(handoff, Err(ConnectError::Refused { status: 401, .. })),
+            "a handoff with token {token:?}: {handoff:?}"
+        );
         // A large request is refused as soon as its token is read; the replica, still
         // sending, gets the answer all the same.
         let mut large = request("a.db");
@@ -282,6 +305,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
         );
     }
     assert!(service.requests().is_empty(), "refused before the service");
+    assert!(service.handoffs().is_empty(), "refused before the service");
     server.shutdown().await;
 }
 
@@ -290,6 +314,10 @@ async fn urls_of_other_transports_are_bad() {
     let client = connector(&Side::insecure_dev());
     assert!(matches!(
         subscribe(&client, "http://127.0.0.1:1", "a.db").await,
+        Err(ConnectError::BadUrl(_))
+    ));
+    assert!(matches!(
+        client.handoff("http://127.0.0.1:1", 9).await,
         Err(ConnectError::BadUrl(_))
     ));
 }

@@ -11,7 +11,7 @@ use quinn::{Connection, Endpoint, VarInt};
 use tokio::sync::OnceCell;
 
 use crate::body::RecvBody;
-use crate::header::{encode_request, read_response, HeaderError, Response};
+use crate::header::{encode_request, read_response, HeaderError, Request, Response};
 use crate::{QuicError, QuicOptions, ALPN, SCHEME};
 
 /// The connection close code when a primary stops answering.
@@ -21,7 +21,7 @@ const UNRESPONSIVE: VarInt = VarInt::from_u32(1);
 ///
 /// It keeps one connection per primary, opened on first use and reused by every later call;
 /// a connection that has closed (idle timeout, primary restart) is replaced on the next call.
-/// Each subscription and each `info` call is its own stream on that connection.
+/// Each subscription, `info` call and handoff is its own stream on that connection.
 pub struct QuicConnector {
     config: quinn::ClientConfig,
     token: Option<Token>,
@@ -168,15 +168,15 @@ impl QuicConnector {
         }
     }
 
-    /// Opens a stream to the primary at `url`, sends a subscription (or `info` when
-    /// `subscription` is `None`), and reads the response header.
+    /// Opens a stream to the primary at `url`, sends `request`, and reads the response header.
+    /// A refusal is returned as [`ConnectError::Refused`].
     async fn call(
         &self,
         url: &str,
-        subscription: Option<&StreamRequest>,
+        request: Request<'_>,
     ) -> Result<(Response, quinn::RecvStream), ConnectError> {
         let target = Target::parse(url)?;
-        let header = encode_request(self.token.as_ref().map(Token::as_bytes), subscription)
+        let header = encode_request(self.token.as_ref().map(Token::as_bytes), request)
             .map_err(|err| ConnectError::Protocol(format!("cannot send the request: {err}")))?;
         let mut connection = self.connection(&target).await?;
         let (mut send, mut recv) = match connection.open_bi().await {
@@ -202,10 +202,9 @@ impl QuicConnector {
             Err(err) => return Err(io(&err)),
         }
         let _ = send.finish();
-        let is_info = subscription.is_none();
         let response = match tokio::time::timeout(
             self.options.handshake_timeout,
-            read_response(&mut recv, is_info),
+            read_response(&mut recv, request.kind()),
         )
         .await
         {
@@ -243,7 +242,7 @@ impl Connector for QuicConnector {
         request: &'a StreamRequest,
     ) -> BoxFuture<'a, Result<StreamResponse, ConnectError>> {
         Box::pin(async move {
-            let (response, recv) = self.call(url, Some(request)).await?;
+            let (response, recv) = self.call(url, Request::Subscribe(request)).await?;
             match response {
                 Response::Stream {
                     node_id,
@@ -266,11 +265,26 @@ impl Connector for QuicConnector {
 
     fn info<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<NodeInfo, ConnectError>> {
         Box::pin(async move {
-            match self.call(url, None).await? {
+            match self.call(url, Request::Info).await? {
                 (Response::Info(json), _) => serde_json::from_slice(&json)
                     .map_err(|err| ConnectError::Protocol(format!("bad node info: {err}"))),
                 _ => Err(ConnectError::Protocol(
                     "the primary answered info with something else".to_string(),
+                )),
+            }
+        })
+    }
+
+    fn handoff<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(async move {
+            match self.call(url, Request::Handoff(node_id)).await? {
+                (Response::HandedOff, _) => Ok(()),
+                _ => Err(ConnectError::Protocol(
+                    "the primary answered a handoff with something else".to_string(),
                 )),
             }
         })

@@ -35,6 +35,7 @@ pub(crate) const MAX_INFO_LEN: usize = 4 << 20;
 
 const KIND_SUBSCRIBE: u8 = 1;
 const KIND_INFO: u8 = 2;
+const KIND_HANDOFF: u8 = 3;
 
 /// The status of a stream's response, as HTTP's.
 pub(crate) const STATUS_OK: u16 = 200;
@@ -87,12 +88,66 @@ impl HeaderError {
     }
 }
 
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A subscription; its fields follow the token.
+    Subscribe,
+    /// The node's state; nothing follows the token.
+    Info,
+    /// A handoff to a replica; its node ID follows the token.
+    Handoff,
+}
+
+impl Kind {
+    /// The kind's byte in a request header.
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Subscribe => KIND_SUBSCRIBE,
+            Kind::Info => KIND_INFO,
+            Kind::Handoff => KIND_HANDOFF,
+        }
+    }
+
+    /// The kind a request header's byte names.
+    fn from_byte(byte: u8) -> Result<Kind, HeaderError> {
+        match byte {
+            KIND_SUBSCRIBE => Ok(Kind::Subscribe),
+            KIND_INFO => Ok(Kind::Info),
+            KIND_HANDOFF => Ok(Kind::Handoff),
+            other => Err(HeaderError::Kind(other)),
+        }
+    }
+}
+
+/// A request, as the replica sends it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Request<'a> {
+    /// Subscribe with this request.
+    Subscribe(&'a StreamRequest),
+    /// Read the node's state.
+    Info,
+    /// Hand the lease to the replica with this node ID.
+    Handoff(u64),
+}
+
+impl Request<'_> {
+    /// The request's kind.
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Request::Subscribe(_) => Kind::Subscribe,
+            Request::Info => Kind::Info,
+            Request::Handoff(_) => Kind::Handoff,
+        }
+    }
+}
+
 /// The start of a request: its kind and the token that came with it. The server checks the
 /// token before it reads the rest.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Preamble {
-    /// True for `info`, false for a subscription (whose fields follow).
-    pub(crate) info: bool,
+    /// What the request asks for, and so what follows the token.
+    pub(crate) kind: Kind,
     /// The shared token, when the replica sent one.
     pub(crate) token: Option<Vec<u8>>,
 }
@@ -102,7 +157,7 @@ pub(crate) struct Preamble {
 pub(crate) enum Response {
     /// A refusal (any status but 200) and its message. The stream ends after it.
     Refused {
-        /// The status, as HTTP's (400, 401, 503).
+        /// The status, as HTTP's (400, 401, 409, 500, 503; see `Refusal::status`).
         status: u16,
         /// Why.
         message: String,
@@ -120,6 +175,8 @@ pub(crate) enum Response {
     },
     /// The node's state, as `/info`'s JSON.
     Info(Vec<u8>),
+    /// A handoff that is under way: status 200 and nothing more. The stream ends after it.
+    HandedOff,
 }
 
 /// Appends a field with a length prefix of `width` bytes (2 or 4), after checking `limit`.
@@ -150,18 +207,15 @@ fn start(out: &mut Vec<u8>) {
     out.push(VERSION);
 }
 
-/// Encodes a request header: a subscription, or `info` when `subscription` is `None`. Fields
-/// over their limits are errors, so that a header this side writes is one the other side accepts.
+/// Encodes a request header. Fields over their limits are errors, so that a header this side
+/// writes is one the other side accepts.
 pub(crate) fn encode_request(
     token: Option<&[u8]>,
-    subscription: Option<&StreamRequest>,
+    request: Request<'_>,
 ) -> Result<Vec<u8>, HeaderError> {
     let mut out = Vec::new();
     start(&mut out);
-    out.push(match subscription {
-        Some(_) => KIND_SUBSCRIBE,
-        None => KIND_INFO,
-    });
+    out.push(request.kind().byte());
     match token {
         None => out.push(0),
         Some(token) => {
@@ -169,46 +223,53 @@ pub(crate) fn encode_request(
             put_field(&mut out, "token", token, 2, MAX_TOKEN_LEN)?;
         }
     }
-    if let Some(request) = subscription {
-        out.extend_from_slice(&request.node_id.to_be_bytes());
-        let features = request.features.to_header();
-        put_field(
-            &mut out,
-            "features",
-            features.as_bytes(),
-            2,
-            MAX_FEATURES_LEN,
-        )?;
-        match &request.filter {
-            None => out.push(0),
-            Some(names) => {
-                out.push(1);
-                if names.len() > MAX_POSITIONS {
-                    return Err(HeaderError::TooLong {
-                        what: "filter",
-                        len: names.len(),
-                        limit: MAX_POSITIONS,
-                    });
-                }
-                out.extend_from_slice(&(names.len() as u32).to_be_bytes());
-                let mut total = 0usize;
-                for name in names {
-                    total += name.len();
-                    if total > MAX_FILTER_BYTES {
-                        return Err(HeaderError::TooLong {
-                            what: "filter",
-                            len: total,
-                            limit: MAX_FILTER_BYTES,
-                        });
-                    }
-                    put_field(&mut out, "database name", name.as_bytes(), 2, MAX_NAME_LEN)?;
-                }
-            }
-        }
-        let positions = encode_positions(&request.positions);
-        put_field(&mut out, "position map", &positions, 4, MAX_POSITIONS_LEN)?;
+    match request {
+        Request::Subscribe(subscription) => put_subscription(&mut out, subscription)?,
+        Request::Info => {}
+        Request::Handoff(node_id) => out.extend_from_slice(&node_id.to_be_bytes()),
     }
     Ok(out)
+}
+
+/// Appends a subscription's fields, which follow the token.
+fn put_subscription(out: &mut Vec<u8>, request: &StreamRequest) -> Result<(), HeaderError> {
+    out.extend_from_slice(&request.node_id.to_be_bytes());
+    let features = request.features.to_header();
+    put_field(out, "features", features.as_bytes(), 2, MAX_FEATURES_LEN)?;
+    match &request.filter {
+        None => out.push(0),
+        Some(names) => {
+            out.push(1);
+            put_filter(out, names)?;
+        }
+    }
+    let positions = encode_positions(&request.positions);
+    put_field(out, "position map", &positions, 4, MAX_POSITIONS_LEN)
+}
+
+/// Appends a filter: its count, then each database name.
+fn put_filter(out: &mut Vec<u8>, names: &BTreeSet<String>) -> Result<(), HeaderError> {
+    if names.len() > MAX_POSITIONS {
+        return Err(HeaderError::TooLong {
+            what: "filter",
+            len: names.len(),
+            limit: MAX_POSITIONS,
+        });
+    }
+    out.extend_from_slice(&(names.len() as u32).to_be_bytes());
+    let mut total = 0usize;
+    for name in names {
+        total += name.len();
+        if total > MAX_FILTER_BYTES {
+            return Err(HeaderError::TooLong {
+                what: "filter",
+                len: total,
+                limit: MAX_FILTER_BYTES,
+            });
+        }
+        put_field(out, "database name", name.as_bytes(), 2, MAX_NAME_LEN)?;
+    }
+    Ok(())
 }
 
 /// Encodes a response header.
@@ -261,6 +322,7 @@ pub(crate) fn encode_response(response: &Response) -> Result<Vec<u8>, HeaderErro
             out.extend_from_slice(&STATUS_OK.to_be_bytes());
             put_field(&mut out, "node info", json, 4, MAX_INFO_LEN)?;
         }
+        Response::HandedOff => out.extend_from_slice(&STATUS_OK.to_be_bytes()),
     }
     Ok(out)
 }
@@ -369,16 +431,18 @@ pub(crate) async fn read_preamble<R: AsyncRead + Unpin>(
 ) -> Result<Preamble, HeaderError> {
     let mut fields = Fields { r };
     fields.start().await?;
-    let info = match fields.r.read_u8().await? {
-        KIND_SUBSCRIBE => false,
-        KIND_INFO => true,
-        kind => return Err(HeaderError::Kind(kind)),
-    };
+    let kind = Kind::from_byte(fields.r.read_u8().await?)?;
     let token = match fields.flag("token").await? {
         false => None,
         true => Some(fields.bytes("token", 2, MAX_TOKEN_LEN).await?),
     };
-    Ok(Preamble { info, token })
+    Ok(Preamble { kind, token })
+}
+
+/// Reads the rest of a handoff's request header, after its [`Preamble`]: the node ID of the
+/// replica to hand off to.
+pub(crate) async fn read_handoff<R: AsyncRead + Unpin>(r: &mut R) -> Result<u64, HeaderError> {
+    Ok(r.read_u64().await?)
 }
 
 /// Reads the rest of a subscription's request header, after its [`Preamble`].
@@ -401,10 +465,10 @@ pub(crate) async fn read_subscription<R: AsyncRead + Unpin>(
     })
 }
 
-/// Reads the response header to a request of the given kind (`info` or not).
+/// Reads the response header to a request of the given kind.
 pub(crate) async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
-    info: bool,
+    kind: Kind,
 ) -> Result<Response, HeaderError> {
     let mut fields = Fields { r };
     fields.start().await?;
@@ -416,11 +480,19 @@ pub(crate) async fn read_response<R: AsyncRead + Unpin>(
             message: String::from_utf8_lossy(&message).into_owned(),
         });
     }
-    if info {
-        return Ok(Response::Info(
+    match kind {
+        Kind::Info => Ok(Response::Info(
             fields.bytes("node info", 4, MAX_INFO_LEN).await?,
-        ));
+        )),
+        Kind::Handoff => Ok(Response::HandedOff),
+        Kind::Subscribe => read_accepted_stream(fields).await,
     }
+}
+
+/// Reads the rest of an accepted subscription's response header, after its status.
+async fn read_accepted_stream<R: AsyncRead + Unpin>(
+    mut fields: Fields<'_, R>,
+) -> Result<Response, HeaderError> {
     let node_id = fields.r.read_u64().await?;
     let cluster_id = match fields.flag("cluster ID").await? {
         false => None,
@@ -465,35 +537,57 @@ mod tests {
         }
     }
 
-    /// A whole request: its preamble, and its subscription unless it is `info`.
-    async fn request(mut bytes: &[u8]) -> Result<(Preamble, Option<StreamRequest>), HeaderError> {
-        let preamble = read_preamble(&mut bytes).await?;
-        let subscription = match preamble.info {
-            true => None,
-            false => Some(read_subscription(&mut bytes).await?),
-        };
-        assert!(bytes.is_empty(), "the header was read to its end");
-        Ok((preamble, subscription))
+    /// A request as the server reads it.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Decoded {
+        Subscribe(StreamRequest),
+        Info,
+        Handoff(u64),
     }
 
-    async fn response(mut bytes: &[u8], info: bool) -> Result<Response, HeaderError> {
-        read_response(&mut bytes, info).await
+    impl Decoded {
+        fn request(&self) -> Request<'_> {
+            match self {
+                Decoded::Subscribe(subscription) => Request::Subscribe(subscription),
+                Decoded::Info => Request::Info,
+                Decoded::Handoff(node_id) => Request::Handoff(*node_id),
+            }
+        }
+    }
+
+    /// A whole request: its preamble, and whatever its kind carries after the token.
+    async fn request(mut bytes: &[u8]) -> Result<(Preamble, Decoded), HeaderError> {
+        let preamble = read_preamble(&mut bytes).await?;
+        let decoded = match preamble.kind {
+            Kind::Subscribe => Decoded::Subscribe(read_subscription(&mut bytes).await?),
+            Kind::Info => Decoded::Info,
+            Kind::Handoff => Decoded::Handoff(read_handoff(&mut bytes).await?),
+        };
+        assert!(bytes.is_empty(), "the header was read to its end");
+        Ok((preamble, decoded))
+    }
+
+    async fn response(mut bytes: &[u8], kind: Kind) -> Result<Response, HeaderError> {
+        read_response(&mut bytes, kind).await
     }
 
     #[tokio::test]
     async fn requests_round_trip_and_every_cut_is_an_error() {
         let cases = [
-            (Some(&b"token"[..]), Some(subscription())),
-            (None, Some(StreamRequest::default())),
-            (Some(&b"t"[..]), None),
-            (None, None),
+            (Some(&b"token"[..]), Decoded::Subscribe(subscription())),
+            (None, Decoded::Subscribe(StreamRequest::default())),
+            (Some(&b"t"[..]), Decoded::Info),
+            (None, Decoded::Info),
+            (Some(&b"token"[..]), Decoded::Handoff(0x0123_4567_89ab_cdef)),
+            (None, Decoded::Handoff(0)),
+            (None, Decoded::Handoff(u64::MAX)),
         ];
-        for (token, subscription) in cases {
-            let bytes = encode_request(token, subscription.as_ref()).unwrap();
+        for (token, expected) in cases {
+            let bytes = encode_request(token, expected.request()).unwrap();
             let (preamble, decoded) = request(&bytes).await.unwrap();
             assert_eq!(preamble.token.as_deref(), token);
-            assert_eq!(preamble.info, subscription.is_none());
-            assert_eq!(decoded, subscription);
+            assert_eq!(preamble.kind, expected.request().kind());
+            assert_eq!(decoded, expected);
             for cut in 0..bytes.len() {
                 let err = request(&bytes[..cut]).await.unwrap_err();
                 assert!(
@@ -508,7 +602,7 @@ mod tests {
     async fn responses_round_trip_and_every_cut_is_an_error() {
         let cases = [
             (
-                false,
+                Kind::Subscribe,
                 Response::Stream {
                     node_id: 1,
                     cluster_id: Some("LFSC0123".into()),
@@ -517,7 +611,7 @@ mod tests {
                 },
             ),
             (
-                false,
+                Kind::Subscribe,
                 Response::Stream {
                     node_id: u64::MAX,
                     cluster_id: None,
@@ -526,42 +620,86 @@ mod tests {
                 },
             ),
             (
-                false,
+                Kind::Subscribe,
                 Response::Refused {
                     status: 503,
                     message: "this node is not the primary".into(),
                 },
             ),
-            (true, Response::Info(br#"{"isPrimary":true}"#.to_vec())),
             (
-                true,
+                Kind::Info,
+                Response::Info(br#"{"isPrimary":true}"#.to_vec()),
+            ),
+            (
+                Kind::Info,
                 Response::Refused {
                     status: 401,
                     message: String::new(),
                 },
             ),
+            (Kind::Handoff, Response::HandedOff),
+            (
+                Kind::Handoff,
+                Response::Refused {
+                    status: 409,
+                    message: "this node is not a candidate".into(),
+                },
+            ),
         ];
-        for (info, expected) in cases {
+        for (kind, expected) in cases {
             let bytes = encode_response(&expected).unwrap();
-            assert_eq!(response(&bytes, info).await.unwrap(), expected);
+            assert_eq!(response(&bytes, kind).await.unwrap(), expected);
             for cut in 0..bytes.len() {
-                assert!(response(&bytes[..cut], info).await.is_err());
+                assert!(response(&bytes[..cut], kind).await.is_err());
             }
         }
     }
 
+    /// The handoff request and its answer, byte for byte as `docs/quic.md` lays them out.
+    #[tokio::test]
+    async fn handoff_headers_match_the_documented_layout() {
+        let node_id: u64 = 0x0102_0304_0506_0708;
+        let mut expected = b"LTXQ\x01\x03\x01\x00\x03tok".to_vec();
+        expected.extend_from_slice(&node_id.to_be_bytes());
+        assert_eq!(
+            encode_request(Some(b"tok"), Request::Handoff(node_id)).unwrap(),
+            expected
+        );
+        let answer = encode_response(&Response::HandedOff).unwrap();
+        assert_eq!(answer, b"LTXQ\x01\x00\xc8");
+        // A handoff answer is read as one: a 200 followed by nothing is not a subscription.
+        assert!(response(&answer, Kind::Subscribe).await.is_err());
+        assert!(response(&answer, Kind::Info).await.is_err());
+    }
+
     #[tokio::test]
     async fn malformed_headers_are_typed_errors() {
-        let good = encode_request(Some(b"tok"), Some(&subscription())).unwrap();
+        let sub = subscription();
+        let good = encode_request(Some(b"tok"), Request::Subscribe(&sub)).unwrap();
         let mut bad = good.clone();
         bad[0] = b'X';
         assert!(matches!(request(&bad).await, Err(HeaderError::BadMagic)));
         let mut bad = good.clone();
         bad[4] = 2;
         assert!(matches!(request(&bad).await, Err(HeaderError::Version(2))));
-        let mut bad = good.clone();
-        bad[5] = 9;
-        assert!(matches!(request(&bad).await, Err(HeaderError::Kind(9))));
+        for kind in [0, 4, 9, u8::MAX] {
+            let mut bad = good.clone();
+            bad[5] = kind;
+            assert!(
+                matches!(request(&bad).await, Err(HeaderError::Kind(k)) if k == kind),
+                "kind {kind}"
+            );
+        }
+        // A handoff's token flag is checked like any other.
+        let mut bad = encode_request(None, Request::Handoff(1)).unwrap();
+        bad[6] = 2;
+        assert!(matches!(
+            request(&bad).await,
+            Err(HeaderError::Flag {
+                what: "token",
+                value: 2
+            })
+        ));
         let mut bad = good.clone();
         bad[6] = 7;
         assert!(matches!(
@@ -579,7 +717,7 @@ mod tests {
             Err(HeaderError::TooLong { what: "token", .. })
         ));
         // So is a position map over the limit.
-        let mut bad = encode_request(None, Some(&StreamRequest::default())).unwrap();
+        let mut bad = encode_request(None, Request::Subscribe(&StreamRequest::default())).unwrap();
         let len_at = bad.len() - 8;
         bad.truncate(len_at);
         bad.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -591,7 +729,7 @@ mod tests {
             })
         ));
         // A position map with trailing bytes is a wire error.
-        let mut bad = encode_request(None, Some(&StreamRequest::default())).unwrap();
+        let mut bad = encode_request(None, Request::Subscribe(&StreamRequest::default())).unwrap();
         let len_at = bad.len() - 8;
         bad.truncate(len_at);
         bad.extend_from_slice(&5u32.to_be_bytes());
@@ -605,7 +743,7 @@ mod tests {
             filter: Some(["ab".to_string()].into()),
             ..StreamRequest::default()
         };
-        let mut bad = encode_request(None, Some(&request_with_name)).unwrap();
+        let mut bad = encode_request(None, Request::Subscribe(&request_with_name)).unwrap();
         let at = bad.windows(2).position(|w| w == b"ab").unwrap();
         bad[at] = 0xff;
         assert!(matches!(
@@ -615,13 +753,14 @@ mod tests {
         // The encoder refuses what the decoder would.
         request_with_name.filter = Some(["x".repeat(MAX_NAME_LEN + 1)].into());
         assert!(matches!(
-            encode_request(None, Some(&request_with_name)),
+            encode_request(None, Request::Subscribe(&request_with_name)),
             Err(HeaderError::TooLong {
                 what: "database name",
                 ..
             })
         ));
-        assert!(encode_request(Some(&[0; MAX_TOKEN_LEN + 1]), None).is_err());
+        assert!(encode_request(Some(&[0; MAX_TOKEN_LEN + 1]), Request::Info).is_err());
+        assert!(encode_request(Some(&[0; MAX_TOKEN_LEN + 1]), Request::Handoff(1)).is_err());
     }
 
     #[test]

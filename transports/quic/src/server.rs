@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ltxd_protocol::{format_node_id, ByteStream, Refusal, Service};
+use ltxd_protocol::{format_node_id, ByteStream, Refusal, Service, StreamRequest};
 use ltxd_transport_security::Token;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, VarInt};
 use tokio::task::JoinHandle;
 
-use crate::header::{encode_response, read_preamble, read_subscription, HeaderError, Response};
+use crate::header::{
+    encode_response, read_handoff, read_preamble, read_subscription, HeaderError, Kind, Response,
+};
 use crate::{QuicError, QuicOptions, ALPN};
 
 /// The stream error code sent when the service's frames fail.
@@ -147,42 +149,79 @@ async fn stream(
             Some(_) => None,
         };
         if let Some(why) = why {
-            tracing::warn!(%peer, why, "QUIC stream refused: unauthorized");
-            let refusal = Refusal::Unauthorized(why.to_string());
-            return refuse(&mut send, 401, &refusal.to_string()).await;
+            tracing::warn!(%peer, why, kind = ?preamble.kind, "QUIC stream refused: unauthorized");
+            return refuse_with(&mut send, &Refusal::Unauthorized(why.to_string())).await;
         }
     }
-    if preamble.info {
-        drop(recv);
-        let info = match serde_json::to_vec(&shared.service.info()) {
-            Ok(json) => Response::Info(json),
-            Err(err) => {
-                tracing::warn!(%err, "cannot encode the node info");
-                let _ = send.reset(HEADER_FAILED);
+    match preamble.kind {
+        Kind::Info => {
+            drop(recv);
+            info(send, &shared).await;
+        }
+        Kind::Handoff => {
+            let Some(node_id) = header(deadline, read_handoff(&mut recv), &mut send, peer).await
+            else {
                 return;
-            }
-        };
-        if respond(&mut send, &info).await {
-            let _ = send.finish();
+            };
+            drop(recv);
+            handoff(send, node_id, peer, &shared).await;
         }
-        return;
+        Kind::Subscribe => {
+            let Some(request) =
+                header(deadline, read_subscription(&mut recv), &mut send, peer).await
+            else {
+                return;
+            };
+            drop(recv);
+            subscribe(send, request, peer, &shared).await;
+        }
     }
-    let request = match header(deadline, read_subscription(&mut recv), &mut send, peer).await {
-        Some(request) => request,
-        None => return,
+}
+
+/// Answers `info` with the service's node info.
+async fn info(mut send: quinn::SendStream, shared: &Shared) {
+    let info = match serde_json::to_vec(&shared.service.info()) {
+        Ok(json) => Response::Info(json),
+        Err(err) => {
+            tracing::warn!(%err, "cannot encode the node info");
+            let _ = send.reset(HEADER_FAILED);
+            return;
+        }
     };
-    drop(recv);
+    if respond(&mut send, &info).await {
+        let _ = send.finish();
+    }
+}
+
+/// Asks the service to hand the lease to `node_id`, and answers once it has (or has refused).
+async fn handoff(mut send: quinn::SendStream, node_id: u64, peer: SocketAddr, shared: &Shared) {
+    let node = format_node_id(node_id);
+    match shared.service.handoff(node_id).await {
+        Ok(()) => {
+            tracing::info!(%peer, %node, "QUIC handoff under way");
+            if respond(&mut send, &Response::HandedOff).await {
+                let _ = send.finish();
+            }
+        }
+        Err(refusal) => {
+            tracing::info!(%peer, %node, %refusal, "QUIC handoff refused");
+            refuse_with(&mut send, &refusal).await;
+        }
+    }
+}
+
+/// Opens a subscription with the service and pumps its frames to the stream.
+async fn subscribe(
+    mut send: quinn::SendStream,
+    request: StreamRequest,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
     let node = format_node_id(request.node_id);
-    let subscription = shared.service.subscribe(request);
-    match subscription {
+    match shared.service.subscribe(request) {
         Err(refusal) => {
             tracing::info!(%peer, %node, %refusal, "QUIC stream refused");
-            let status = match refusal {
-                Refusal::NotPrimary => 503,
-                Refusal::SelfConnect | Refusal::BadRequest(_) => 400,
-                Refusal::Unauthorized(_) => 401,
-            };
-            refuse(&mut send, status, &refusal.to_string()).await;
+            refuse_with(&mut send, &refusal).await;
         }
         Ok(accepted) => {
             let response = Response::Stream {
@@ -243,6 +282,11 @@ async fn respond(send: &mut quinn::SendStream, response: &Response) -> bool {
             false
         }
     }
+}
+
+/// Writes the service's refusal, with its status, and ends the stream.
+async fn refuse_with(send: &mut quinn::SendStream, refusal: &Refusal) {
+    refuse(send, refusal.status(), &refusal.to_string()).await;
 }
 
 /// Writes a refusal and ends the stream.
