@@ -190,6 +190,11 @@ impl Shared {
         f(locks.entry(ino).or_default())
     }
 
+    /// True if `owner` holds byte `at` of `ino` with a write lock.
+    pub(super) fn holds_write(&self, ino: u64, owner: u64, at: u64) -> bool {
+        self.with_locks(ino, |t| t.held(owner, at) == Some(LockKind::Write))
+    }
+
     /// Changes the lock table of `ino`, drops it once empty, and wakes blocked lock requests.
     pub(super) fn release_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
         let result = {
@@ -791,16 +796,18 @@ impl Filesystem for LtxdFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let released = self
-            .shared
-            .release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
-        let held_write = released.iter().any(|&(start, end, kind)| {
-            kind == LockKind::Write && (start..=end).contains(&WAL_WRITE_LOCK)
-        });
+        // As in `setlk`: captured before the write lock is let go.
         let result = match names::from_inode(ino.0) {
-            Some((db, FileKind::Shm)) => self.commit_wal_if_writer(db, held_write),
+            Some((db, FileKind::Shm)) => {
+                let held_write = self
+                    .shared
+                    .holds_write(ino.0, lock_owner.0, WAL_WRITE_LOCK);
+                self.commit_wal_if_writer(db, held_write)
+            }
             _ => Ok(()),
         };
+        self.shared
+            .release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -994,16 +1001,18 @@ impl Filesystem for LtxdFs {
             .filter(|(_, k)| *k == FileKind::Shm)
             .map(|(db, _)| db);
         if typ == libc::F_UNLCK {
-            let held_write = self.shared.release_locks(ino.0, |t| {
-                let held = t.held(owner, WAL_WRITE_LOCK) == Some(LockKind::Write)
-                    && (start..=end).contains(&WAL_WRITE_LOCK);
-                t.unlock(owner, start, end);
-                held
-            });
+            // The commit is captured while the writer still holds the WAL write lock, so that
+            // nothing (a checkpoint, a handoff's drain) comes between it and the log.
             let result = match shm {
-                Some(db) => self.commit_wal_if_writer(db, held_write),
+                Some(db) => {
+                    let releases_write = (start..=end).contains(&WAL_WRITE_LOCK)
+                        && self.shared.holds_write(ino.0, owner, WAL_WRITE_LOCK);
+                    self.commit_wal_if_writer(db, releases_write)
+                }
                 None => Ok(()),
             };
+            self.shared
+                .release_locks(ino.0, |t| t.unlock(owner, start, end));
             return match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
