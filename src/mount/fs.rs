@@ -799,9 +799,7 @@ impl Filesystem for LtxdFs {
         // As in `setlk`: captured before the write lock is let go.
         let result = match names::from_inode(ino.0) {
             Some((db, FileKind::Shm)) => {
-                let held_write = self
-                    .shared
-                    .holds_write(ino.0, lock_owner.0, WAL_WRITE_LOCK);
+                let held_write = self.shared.holds_write(ino.0, lock_owner.0, WAL_WRITE_LOCK);
                 self.commit_wal_if_writer(db, held_write)
             }
             _ => Ok(()),
