@@ -319,3 +319,131 @@ fn encoded_appends_are_checked_against_the_chain_and_match_streamed_ones() {
         .unwrap()
     );
 }
+
+#[test]
+fn preallocated_zeros_left_by_a_crash_are_a_clean_end_and_a_torn_record_among_them_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = synthetic(8);
+    append_n(&Log::open(dir.path()).unwrap(), &mut db, 10);
+    let expected = head(dir.path());
+    let segment = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
+    let clean = std::fs::read(&segment).unwrap();
+    let next = db.next_transaction(3).unwrap();
+    // A crash leaves the active segment's preallocated zeros after its records.
+    let mut bytes = clean.clone();
+    bytes.resize(clean.len() + 3 * next.len() + 1000, 0);
+    std::fs::write(&segment, &bytes).unwrap();
+    assert_eq!(head(dir.path()), expected);
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let dblog = log.database("app.db").unwrap();
+        assert!(dblog.verify().unwrap().faults.is_empty());
+        dblog.append(&next).unwrap();
+    }
+    let after = std::fs::read(&segment).unwrap();
+    assert_eq!(after.len(), clean.len() + ltxd_record(&next).len());
+    assert_eq!(head(dir.path()).txid, TxId(11));
+    // An append torn among the zeros is cut: its first block lost and a later one written, or
+    // its first block written and the rest lost.
+    let torn = ltxd_record(&db.next_transaction(3).unwrap());
+    for (from, to) in [(4096, torn.len()), (0, 4096)] {
+        let mut bytes = after.clone();
+        bytes.resize(after.len() + torn.len() + 5000, 0);
+        bytes[after.len() + from..after.len() + to].copy_from_slice(&torn[from..to]);
+        std::fs::write(&segment, &bytes).unwrap();
+        assert_eq!(head(dir.path()).txid, TxId(11), "written {from}..{to}");
+        assert_eq!(std::fs::read(&segment).unwrap(), after);
+    }
+}
+
+#[test]
+fn the_active_segment_is_preallocated_while_open_and_cut_to_its_records_when_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = synthetic(9);
+    let segment = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
+    let log = Log::open(dir.path()).unwrap();
+    append_n(&log, &mut db, 3);
+    let dblog = log.database("app.db").unwrap();
+    let end = dblog.records().last().unwrap().end();
+    assert!(std::fs::metadata(&segment).unwrap().len() > end);
+    assert!(dblog.verify().unwrap().faults.is_empty());
+    let pos = Pos::new(TxId(2), dblog.records()[1].post_apply_checksum);
+    let third = dblog.record_after(pos).unwrap().unwrap();
+    assert_eq!(third.record.max_txid, TxId(3));
+    assert!(dblog.record_after(dblog.head()).unwrap().is_none());
+    dblog
+        .seal_active_segment_older_than(std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), end);
+    append_n(&log, &mut db, 1);
+    drop((dblog, log));
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), end);
+    assert_eq!(head(dir.path()).txid, TxId(4));
+}
+
+#[test]
+fn damage_before_preallocated_zeros_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = synthetic(10);
+    append_n(&Log::open(dir.path()).unwrap(), &mut db, 10);
+    let segment = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
+    let log = Log::open(dir.path()).unwrap();
+    let fifth = log.database("app.db").unwrap().records()[4].clone();
+    drop(log);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[(fifth.data_offset() + 200) as usize] ^= 0x40;
+    bytes.resize(bytes.len() + 100_000, 0);
+    std::fs::write(&segment, &bytes).unwrap();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let err = Log::open(dir.path())
+        .err()
+        .expect("a damaged log must not open");
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "nothing may be cut"
+    );
+}
+
+/// Appends `n` zeros to the file at `path`.
+fn append_zeros(path: &Path, n: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.resize(bytes.len() + n, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn zeros_after_a_sealed_segment_or_a_snapshot_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = synthetic(11);
+    let sealed = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
+    let snapshot = {
+        let log = Log::open(dir.path()).unwrap();
+        append_n(&log, &mut db, 5);
+        let dblog = log.database("app.db").unwrap();
+        dblog
+            .seal_active_segment_older_than(std::time::Duration::ZERO)
+            .unwrap();
+        append_n(&log, &mut db, 5);
+        let snapshot = dblog.create_snapshot().unwrap().unwrap();
+        let clean = std::fs::read(&sealed).unwrap();
+        append_zeros(&sealed, 4096);
+        assert!(!dblog.verify().unwrap().faults.is_empty());
+        std::fs::write(&sealed, clean).unwrap();
+        assert!(dblog.verify().unwrap().faults.is_empty());
+        dir.path()
+            .join("dbs/app.db/snapshots")
+            .join(format!("{}.seg", snapshot.max_txid))
+    };
+    for path in [&sealed, &snapshot] {
+        let clean = std::fs::read(path).unwrap();
+        append_zeros(path, 4096);
+        let err = Log::open(dir.path())
+            .err()
+            .expect("zeros after a complete file are damage");
+        assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+        std::fs::write(path, clean).unwrap();
+    }
+    assert_eq!(head(dir.path()).txid, TxId(10));
+}

@@ -1,7 +1,7 @@
 //! Compaction: merging old records of sealed segments into time windows, and taking snapshots.
 
 use super::retention::age;
-use super::segment::{copy_record, scan, segment_file_name, write_record, Record};
+use super::segment::{copy_record, scan, segment_file_name, write_record, Record, Tail};
 use super::{DatabaseLog, LogError, Policy};
 use crate::database::{compact_sources, DatabaseError};
 use crate::durable;
@@ -77,7 +77,7 @@ impl DatabaseLog {
             }
             Ok(())
         })?;
-        let rescanned = scan(&path, id, 0)?;
+        let rescanned = scan(&path, id, 0, Tail::Exact)?;
         if let Some(reason) = rescanned.stop {
             return Err(LogError::Corrupt { path, reason });
         }
@@ -124,7 +124,7 @@ impl DatabaseLog {
                     .map_err(|e: DatabaseError| LogError::from(e))
             })
         })?;
-        let rescanned = scan(&path, max, 0)?;
+        let rescanned = scan(&path, max, 0, Tail::Exact)?;
         let record = match (rescanned.stop, rescanned.records.as_slice()) {
             (None, [one]) => one.clone(),
             (stop, _) => {

@@ -401,14 +401,20 @@ impl DatabaseLog {
         state: &'s mut State,
         min: TxId,
     ) -> Result<&'s mut ActiveSegment, LogError> {
+        if let Some(full) = state
+            .active
+            .as_mut()
+            .filter(|a| a.len() >= SEGMENT_TARGET_LEN)
+        {
+            full.seal()?;
+            state.active = None;
+        }
         let active = match state.active.take() {
-            Some(active) if active.len() < SEGMENT_TARGET_LEN => active,
-            full => {
-                if let Some(full) = full {
-                    full.sync()?;
-                }
+            Some(active) => active,
+            None => {
+                let created = ActiveSegment::create(&self.dir.join("segments"), min)?;
                 state.segments.insert(min, 0);
-                ActiveSegment::create(&self.dir.join("segments"), min)?
+                created
             }
         };
         Ok(state.active.insert(active))
@@ -423,9 +429,11 @@ impl DatabaseLog {
         let mut state = self.state();
         if let Some(active) = state
             .active
-            .take_if(|a| a.len() > 0 && a.opened.elapsed() >= max_age)
+            .as_mut()
+            .filter(|a| a.len() > 0 && a.opened.elapsed() >= max_age)
         {
-            active.sync()?;
+            active.seal()?;
+            state.active = None;
         }
         Ok(())
     }

@@ -137,12 +137,17 @@ fn encode_record(r: &Record) -> [u8; RECORD_VALUE_LEN] {
     b
 }
 
+/// Decodes an entry, or `None` when it is not one. An entry whose record would end past the
+/// largest offset is refused here, so that nothing checking it against a segment overflows.
 fn decode_record(b: &[u8]) -> Option<Record> {
     if b.len() != RECORD_VALUE_LEN {
         return None;
     }
     let word = |i: usize| u64::from_be_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let u32_at = |at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+    word(1)
+        .checked_add(super::segment::RECORD_HEADER_LEN)?
+        .checked_add(word(2))?;
     Some(Record {
         segment: TxId(word(0)),
         offset: word(1),
@@ -161,4 +166,33 @@ fn decode_record(b: &[u8]) -> Option<Record> {
             _ => return None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_whose_record_would_end_past_any_offset_is_refused() {
+        let record = Record {
+            segment: TxId(1),
+            offset: 32,
+            len: 100,
+            format: Format::V1,
+            min_txid: TxId(1),
+            max_txid: TxId(1),
+            pre_apply_checksum: Checksum(0),
+            post_apply_checksum: Checksum(1),
+            file_checksum: Checksum(2),
+            timestamp: 0,
+            commit: 1,
+            page_size: 4096,
+        };
+        assert_eq!(decode_record(&encode_record(&record)), Some(record.clone()));
+        let huge = Record {
+            len: u64::MAX - 40,
+            ..record
+        };
+        assert_eq!(decode_record(&encode_record(&huge)), None);
+    }
 }

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::Path;
 
 use super::index::IndexedDatabase;
-use super::segment::{parse_segment_file_name, record_matches, scan, valid_record_after, Record};
+use super::segment::{
+    parse_segment_file_name, record_matches, scan, valid_record_after, Record, Tail,
+};
 use super::LogError;
 use crate::ltx::TxId;
 
@@ -44,7 +46,7 @@ fn segment_files(dir: &Path) -> Result<BTreeMap<TxId, u64>, LogError> {
 
 /// The records of one segment: from the index when it describes the file, with any tail the
 /// index missed scanned and verified; otherwise from a full scan. Only the last segment may end
-/// in a torn record, which is cut off.
+/// in preallocated zeros or in a torn record, which is cut off.
 fn segment_records(
     dir: &Path,
     id: TxId,
@@ -69,8 +71,17 @@ fn segment_records(
     if from == file_len {
         return Ok((records, file_len));
     }
-    *stale = true;
-    let scanned = scan(&path, id, from)?;
+    let tail = if is_last {
+        Tail::Preallocated
+    } else {
+        Tail::Exact
+    };
+    let scanned = scan(&path, id, from, tail)?;
+    // Nothing after the indexed records but the last segment's preallocated zeros: the index
+    // is current.
+    if !scanned.records.is_empty() || scanned.stop.is_some() {
+        *stale = true;
+    }
     records.extend(scanned.records);
     if let Some(reason) = scanned.stop {
         if !is_last {

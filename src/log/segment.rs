@@ -1,6 +1,14 @@
 //! Segment files: the log's on-disk unit. A segment is a run of records, each a 16-byte record
 //! header followed by one complete LTX file. Appends go to the end of the last segment and are
 //! fdatasynced before they are acknowledged; a torn tail fails its LTX file checksum.
+//!
+//! The active segment is extended ahead of its records with written zeros
+//! ([`PREALLOCATION`] at a time), so that most appends overwrite blocks the file already has and
+//! their fdatasync does not also commit a new file size and block allocation. Zeros are never a
+//! record (a record header starts with a magic), so a scan of the last segment ends cleanly at a
+//! zero tail ([`Tail::Preallocated`]). A sealed segment is cut to its records before the next one
+//! is created, and a snapshot file is written whole, so zeros after their records are damage
+//! ([`Tail::Exact`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -11,6 +19,10 @@ use crate::ltx::{Checksum, Decoder, Format, Header, TxId, Verified};
 
 /// The size of a record header.
 pub const RECORD_HEADER_LEN: u64 = 16;
+/// How far the active segment is extended with zeros when an append reaches its end.
+pub const PREALLOCATION: u64 = 1 << 20;
+/// Zeros to write and compare against, a piece at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 const RECORD_MAGIC: &[u8; 4] = b"LTXR";
 
 /// Where one record lives and what it holds.
@@ -172,9 +184,20 @@ pub struct Scan {
     pub stop: Option<String>,
 }
 
+/// How a scan treats zeros after the last record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// The file ends at its last record (a sealed segment, a snapshot): zeros are a bad record.
+    Exact,
+    /// The file may end in zeros (the last segment, which appends extend ahead of its records):
+    /// an all-zero tail is the clean end.
+    Preallocated,
+}
+
 /// Reads and verifies every record from `offset` to the end of the segment file. Scanning stops
 /// at the first record that is incomplete or does not verify; what follows is the torn tail.
-pub fn scan(path: &Path, segment: TxId, offset: u64) -> io::Result<Scan> {
+/// With [`Tail::Preallocated`], scanning also stops, cleanly, where only zeros follow.
+pub fn scan(path: &Path, segment: TxId, offset: u64, tail: Tail) -> io::Result<Scan> {
     let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut records = Vec::new();
@@ -183,11 +206,16 @@ pub fn scan(path: &Path, segment: TxId, offset: u64) -> io::Result<Scan> {
         if at == file_len {
             break None;
         }
-        if file_len - at < RECORD_HEADER_LEN {
+        let mut hdr = [0u8; RECORD_HEADER_LEN as usize];
+        let got = (file_len - at).min(RECORD_HEADER_LEN);
+        file.read_exact_at(&mut hdr[..got as usize], at)?;
+        let zeros = hdr == [0; RECORD_HEADER_LEN as usize];
+        if tail == Tail::Preallocated && zeros && is_zero(&file, at + got, file_len)? {
+            break None;
+        }
+        if got < RECORD_HEADER_LEN {
             break Some(format!("partial record header at offset {at}"));
         }
-        let mut hdr = [0u8; RECORD_HEADER_LEN as usize];
-        file.read_exact_at(&mut hdr, at)?;
         let (format, len) = match decode_record_header(&hdr, at) {
             Ok(x) => x,
             Err(e) => break Some(e.to_string()),
@@ -215,6 +243,21 @@ pub fn scan(path: &Path, segment: TxId, offset: u64) -> io::Result<Scan> {
     })
 }
 
+/// True when the bytes of `file` from `from` to `to` are all zeros.
+fn is_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = [0u8; ZEROS.len()];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n] != ZEROS[..n] {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// The offset of the first valid record that starts after `from`, if any. A crash tears at most
 /// the one append in flight, so a valid record after a bad one means damage, not a torn tail.
 pub fn valid_record_after(path: &Path, segment: TxId, from: u64) -> io::Result<Option<u64>> {
@@ -236,7 +279,7 @@ pub fn valid_record_after(path: &Path, segment: TxId, from: u64) -> io::Result<O
 }
 
 fn scan_one(path: &Path, segment: TxId, at: u64) -> io::Result<Scan> {
-    let mut scanned = scan(path, segment, at)?;
+    let mut scanned = scan(path, segment, at, Tail::Preallocated)?;
     scanned.records.truncate(1);
     Ok(scanned)
 }
@@ -252,7 +295,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<TxId> {
     hex.parse().ok()
 }
 
-/// The open segment that appends go to.
+/// The open segment that appends go to. Dropping it cuts its preallocated zeros (without a
+/// sync: either length reads back the same records).
 pub struct ActiveSegment {
     /// The segment's first TXID.
     pub id: TxId,
@@ -260,21 +304,27 @@ pub struct ActiveSegment {
     pub opened: std::time::Instant,
     file: File,
     len: u64,
+    /// The file's length: `len` plus the preallocated zeros.
+    allocated: u64,
 }
 
 impl ActiveSegment {
-    /// Opens an existing segment for appending, cutting it to `valid_len` (its torn tail).
+    /// Opens the last segment for appending at `valid_len`, its records' end. What follows is
+    /// kept if it is all zeros (preallocated), and otherwise cut as a torn tail, durably.
     pub fn open(path: PathBuf, id: TxId, valid_len: u64) -> io::Result<ActiveSegment> {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        if file.metadata()?.len() != valid_len {
+        let mut allocated = file.metadata()?.len();
+        if allocated != valid_len && !is_zero(&file, valid_len, allocated)? {
             file.set_len(valid_len)?;
             file.sync_data()?;
+            allocated = valid_len;
         }
         Ok(ActiveSegment {
             id,
             opened: std::time::Instant::now(),
             file,
             len: valid_len,
+            allocated,
         })
     }
 
@@ -293,6 +343,7 @@ impl ActiveSegment {
             opened: std::time::Instant::now(),
             file,
             len: 0,
+            allocated: 0,
         })
     }
 
@@ -304,8 +355,21 @@ impl ActiveSegment {
     /// Writes `bytes` at the end of the segment without syncing. Returns where they start.
     pub fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<u64> {
         let at = self.len;
+        let end = at + bytes.len() as u64;
+        if end > self.allocated {
+            // Zeros up to the next multiple of PREALLOCATION past the end; the bytes then
+            // overwrite their share. The next sync commits the new size, once for many appends.
+            let target = end.div_ceil(PREALLOCATION) * PREALLOCATION;
+            let mut zeroed = self.allocated;
+            while zeroed < target {
+                let n = (target - zeroed).min(ZEROS.len() as u64) as usize;
+                self.file.write_all_at(&ZEROS[..n], zeroed)?;
+                zeroed += n as u64;
+            }
+            self.allocated = target;
+        }
         self.file.write_all_at(bytes, at)?;
-        self.len += bytes.len() as u64;
+        self.len = end;
         Ok(at)
     }
 
@@ -314,10 +378,27 @@ impl ActiveSegment {
         self.file.sync_data()
     }
 
+    /// Cuts the preallocated zeros and makes the segment durable: it is complete, and appends go
+    /// to a new one once it is dropped. On failure it stays the active segment, to be sealed
+    /// again: a segment that is not the last must not end in zeros.
+    pub fn seal(&mut self) -> io::Result<()> {
+        self.truncate(self.len)?;
+        self.sync()
+    }
+
     /// Cuts the segment back to `len`, undoing writes that were not acknowledged.
     pub fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.len = len;
+        self.allocated = len;
         Ok(())
+    }
+}
+
+impl Drop for ActiveSegment {
+    fn drop(&mut self) {
+        if self.allocated > self.len {
+            let _ = self.file.set_len(self.len);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Checking a database's log in full: every record of every segment and snapshot, and the chain.
 
-use super::segment::{scan, segment_file_name, Record};
+use super::segment::{scan, segment_file_name, Record, Tail};
 use super::DatabaseLog;
 
 /// The result of verifying a log.
@@ -29,9 +29,15 @@ impl DatabaseLog {
         };
         let mut report = Verification::default();
         let mut prev: Option<Record> = None;
+        let last = segments.last().map(|&(id, _)| id);
         for (id, len) in segments {
             let path = self.dir().join("segments").join(segment_file_name(id));
-            let scanned = scan(&path, id, 0)?;
+            let tail = if Some(id) == last {
+                Tail::Preallocated
+            } else {
+                Tail::Exact
+            };
+            let scanned = scan(&path, id, 0, tail)?;
             if let Some(reason) = scanned.stop {
                 report.faults.push(format!("{}: {reason}", path.display()));
             }
@@ -66,7 +72,7 @@ impl DatabaseLog {
                 .dir()
                 .join("snapshots")
                 .join(segment_file_name(snapshot.segment));
-            let scanned = scan(&path, snapshot.segment, 0)?;
+            let scanned = scan(&path, snapshot.segment, 0, Tail::Exact)?;
             match (scanned.stop, scanned.records.as_slice()) {
                 (None, [one]) if one.post_apply_checksum == snapshot.post_apply_checksum => {
                     report.snapshots += 1;
