@@ -76,6 +76,7 @@ impl Service for LogService {
             runtime: self.runtime.clone(),
             registration: self.handoffs.register(request_node_id),
             order: None,
+            node: Arc::clone(&self.node),
         };
         std::thread::Builder::new()
             .name(format!("stream-{replica}"))
@@ -167,6 +168,8 @@ impl Service for LogService {
 enum StreamEnd {
     #[error("the replica went away")]
     Gone,
+    #[error("this node is no longer the primary")]
+    Demoted,
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("i/o error: {0}")]
@@ -183,6 +186,7 @@ struct StreamDriver {
     registration: StreamRegistration,
     /// The handoff this stream was ordered to send, once it has caught the replica up.
     order: Option<Arc<HandoffOrder>>,
+    node: Arc<NodeState>,
 }
 
 impl StreamDriver {
@@ -205,6 +209,11 @@ impl StreamDriver {
                     Some(order) = orders.recv() => Wake::HandOff(order),
                 }
             });
+            // A demoted primary stops streaming (within a heartbeat), so that its replicas look
+            // for the new primary instead of waiting on a log that no longer grows.
+            if self.order.is_none() && !self.node.is_primary() {
+                return Err(StreamEnd::Demoted);
+            }
             match woke {
                 Wake::Changed => self.machine.changed(&LogReader(&self.log)),
                 Wake::Tick => self.machine.tick(),

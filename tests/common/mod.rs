@@ -87,6 +87,30 @@ fn detach(dir: &Path) {
     }
 }
 
+/// Detaches the mounts that earlier test runs killed by a signal left behind: `ltxd` mounts
+/// under the temporary directory whose daemon is gone (the kernel answers ENOTCONN). Once per
+/// test process.
+fn sweep_dead_mounts() {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let tmp = std::env::temp_dir();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for line in mounts.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [source, dir, fstype, ..] = fields.as_slice() else {
+                continue;
+            };
+            let dir = Path::new(dir);
+            let dead =
+                std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+            if *source == "ltxd" && fstype.starts_with("fuse") && dir.starts_with(&tmp) && dead {
+                eprintln!("detaching {}, left by a killed test run", dir.display());
+                detach(dir);
+            }
+        }
+    });
+}
+
 impl Node {
     /// A primary on a static lease.
     pub fn primary() -> Node {
@@ -238,7 +262,19 @@ impl Node {
             .append(true)
             .open(self.root.path().join("ltxd.log"))
             .unwrap();
+        sweep_dead_mounts();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ltxd"));
+        // The daemon dies with the test process, even one killed by a signal (the test thread
+        // that starts a node outlives it).
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         command
             .args(["mount", "-config"])
             .arg(&self.config)
