@@ -291,3 +291,19 @@ fn a_journal_or_wal_created_after_a_lookup_found_none_is_seen_and_a_rollback_rea
     assert!(!node.path("n.db-wal").exists());
     assert_eq!(node.sqlite("n.db", "SELECT count(*) FROM t;").trim(), "2");
 }
+
+#[test]
+fn sigterm_unmounts_even_while_an_application_holds_a_file_open() {
+    let mut node = Node::primary();
+    node.sqlite("held.db", "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    let held = std::fs::File::open(node.path("held.db")).unwrap();
+    // `stop` checks a clean exit and that the mount is gone.
+    node.stop();
+    assert!(
+        node.daemon_log()
+            .contains("files are still open in the mount: detaching it"),
+        "{}",
+        node.daemon_log()
+    );
+    drop(held);
+}

@@ -1,15 +1,22 @@
 //! Mounting and unmounting: the FUSE session's life, and clearing a mount a crash left behind.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
 
 use super::LtxdFs;
 
+/// How long an unmount waits for applications to close their files before it detaches the
+/// mount lazily.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(2);
+
 /// A mounted file system, served by background threads until it is unmounted.
 pub struct Mounted {
     session: fuser::BackgroundSession,
     dir: PathBuf,
+    /// The FUSE connection's number (the mount's device minor), to abort it.
+    connection: Option<u32>,
 }
 
 impl Mounted {
@@ -38,9 +45,13 @@ impl Mounted {
         let session = fuser::Session::new(fs, dir, &config)?;
         applier.set_notifier(session.notifier());
         let session = session.spawn()?;
+        let connection = std::fs::metadata(dir)
+            .ok()
+            .map(|meta| libc::minor(std::os::unix::fs::MetadataExt::dev(&meta)));
         Ok(Mounted {
             session,
             dir: dir.to_path_buf(),
+            connection,
         })
     }
 
@@ -49,10 +60,47 @@ impl Mounted {
         &self.dir
     }
 
-    /// Unmounts and waits for the serving threads to finish.
+    /// Unmounts and waits for the serving threads to finish. A file still open in the mount
+    /// (an application, or a process between fork and exec) makes the kernel refuse: the unmount
+    /// is retried for [`UNMOUNT_WAIT`], then the mount is detached lazily and its connection
+    /// aborted, so that those files fail with ENOTCONN instead of keeping a dead mount.
     pub fn unmount(self) -> std::io::Result<()> {
-        self.session.umount_and_join()
+        let deadline = Instant::now() + UNMOUNT_WAIT;
+        loop {
+            match umount(&self.dir, 0) {
+                Ok(()) => break,
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                    if Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    tracing::warn!(dir = %self.dir.display(), "files are still open in the mount: detaching it");
+                    umount(&self.dir, libc::MNT_DETACH)?;
+                    if let Some(connection) = self.connection {
+                        let abort = format!("/sys/fs/fuse/connections/{connection}/abort");
+                        if let Err(err) = std::fs::write(&abort, "1") {
+                            tracing::warn!(%err, abort, "cannot abort the FUSE connection");
+                        }
+                    }
+                    break;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        // The kernel has ended the session; fuser's own unmount then finds nothing to do.
+        self.session.join()
     }
+}
+
+/// `umount2(dir, flags)`.
+fn umount(dir: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Detaches a FUSE mount at `dir` whose server is gone, as a crash leaves behind. The check is
@@ -71,9 +119,5 @@ pub fn clear_stale_mount(dir: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     tracing::warn!(dir = %dir.display(), "clearing a stale mount left by a crash");
-    // SAFETY: `c` is a NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    umount(dir, libc::MNT_DETACH)
 }

@@ -17,6 +17,9 @@
 mod body;
 mod client;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 mod options;
 mod server;
