@@ -189,7 +189,7 @@ fn cluster(backend: &Backend, transport: Transport) -> (Vec<Node>, usize) {
     (nodes, primary)
 }
 
-fn failover(backend: Backend) {
+fn failover_after_a_kill_and_handover_after_a_clean_shutdown(backend: Backend) {
     let (mut nodes, first) = cluster(&backend, Transport::Http);
     let db = "app.db";
     for i in 0..20 {
@@ -302,16 +302,6 @@ fn failover(backend: Backend) {
     );
 }
 
-#[test]
-fn etcd_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
-    failover(Backend::Etcd(Etcd::start()));
-}
-
-#[test]
-fn consul_standin_failover_after_a_kill_and_handover_after_a_clean_shutdown() {
-    failover(Backend::Consul(Consul::start()));
-}
-
 /// `ltxd promote` on a replica during a stream of writes: the replica becomes primary, every
 /// write the old primary acknowledged is on it, the old primary follows it read-only, and the
 /// third node follows too.
@@ -398,19 +388,13 @@ fn promotion(backend: Backend, transport: Transport) {
     );
 }
 
-#[test]
-fn etcd_promotion_moves_the_primary_without_losing_a_write() {
-    promotion(Backend::Etcd(Etcd::start()), Transport::Http);
+fn promotion_moves_the_primary_without_losing_a_write(backend: Backend) {
+    promotion(backend, Transport::Http);
 }
 
 #[test]
 fn etcd_promotion_over_quic_moves_the_primary_without_losing_a_write() {
     promotion(Backend::Etcd(Etcd::start()), Transport::Quic);
-}
-
-#[test]
-fn consul_standin_promotion_moves_the_primary_without_losing_a_write() {
-    promotion(Backend::Consul(Consul::start()), Transport::Http);
 }
 
 /// A node that never joined the cluster (an empty data directory) may not lead it: when the
@@ -451,16 +435,6 @@ fn a_node_that_never_joined_the_cluster_never_leads_it(backend: Backend) {
     );
 }
 
-#[test]
-fn etcd_a_node_that_never_joined_the_cluster_never_leads_it() {
-    a_node_that_never_joined_the_cluster_never_leads_it(Backend::Etcd(Etcd::start()));
-}
-
-#[test]
-fn consul_standin_a_node_that_never_joined_the_cluster_never_leads_it() {
-    a_node_that_never_joined_the_cluster_never_leads_it(Backend::Consul(Consul::start()));
-}
-
 /// `lease.promote: true`: a candidate that joins a running cluster becomes its primary once it
 /// has caught up.
 #[test]
@@ -486,3 +460,27 @@ fn etcd_lease_promote_takes_over_once_caught_up() {
     assert_eq!(nodes[1].sqlite(db, "SELECT count(*) FROM t;").trim(), "1");
     assert!(writable(&nodes[1], db));
 }
+
+/// Every test above that takes a backend runs on each: one suite for etcd and the Consul stand-in.
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {
+        mod etcd {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Backend::Etcd(super::Etcd::start()));
+            })*
+        }
+        mod consul_standin {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Backend::Consul(super::Consul::start()));
+            })*
+        }
+    };
+}
+
+on_each_backend!(
+    failover_after_a_kill_and_handover_after_a_clean_shutdown,
+    promotion_moves_the_primary_without_losing_a_write,
+    a_node_that_never_joined_the_cluster_never_leads_it,
+);

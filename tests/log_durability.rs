@@ -236,8 +236,9 @@ async fn a_cursor_yields_the_tail_then_waits_for_new_appends() {
     assert_eq!(got.unwrap(), TxId(4));
 }
 
-#[test]
-fn damage_before_the_last_record_is_refused_not_cut() {
+/// A flipped byte in the fifth of ten records (followed by `trailing_zeros` preallocated zeros)
+/// makes the log refuse to open, and nothing is cut.
+fn damage_in_the_fifth_record_is_refused_not_cut(trailing_zeros: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = synthetic(8);
     append_n(&Log::open(dir.path()).unwrap(), &mut db, 10);
@@ -246,19 +247,23 @@ fn damage_before_the_last_record_is_refused_not_cut() {
     let fifth = log.database("app.db").unwrap().records()[4].clone();
     drop(log);
     let mut bytes = std::fs::read(&segment).unwrap();
-    let len = bytes.len();
     bytes[(fifth.data_offset() + 200) as usize] ^= 0x40;
+    bytes.resize(bytes.len() + trailing_zeros, 0);
     std::fs::write(&segment, &bytes).unwrap();
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let err = Log::open(dir.path())
         .err()
         .expect("a damaged log must not open");
     assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
-    assert_eq!(
-        std::fs::metadata(&segment).unwrap().len() as usize,
-        len,
+    assert!(
+        std::fs::read(&segment).unwrap() == bytes,
         "nothing may be cut"
     );
+}
+
+#[test]
+fn damage_before_the_last_record_is_refused_not_cut() {
+    damage_in_the_fifth_record_is_refused_not_cut(0);
 }
 
 #[test]
@@ -383,27 +388,7 @@ fn the_active_segment_is_preallocated_while_open_and_cut_to_its_records_when_sea
 
 #[test]
 fn damage_before_preallocated_zeros_is_refused_not_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = synthetic(10);
-    append_n(&Log::open(dir.path()).unwrap(), &mut db, 10);
-    let segment = dir.path().join("dbs/app.db/segments/0000000000000001.seg");
-    let log = Log::open(dir.path()).unwrap();
-    let fifth = log.database("app.db").unwrap().records()[4].clone();
-    drop(log);
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[(fifth.data_offset() + 200) as usize] ^= 0x40;
-    bytes.resize(bytes.len() + 100_000, 0);
-    std::fs::write(&segment, &bytes).unwrap();
-    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
-    let err = Log::open(dir.path())
-        .err()
-        .expect("a damaged log must not open");
-    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
-    assert_eq!(
-        std::fs::read(&segment).unwrap(),
-        bytes,
-        "nothing may be cut"
-    );
+    damage_in_the_fifth_record_is_refused_not_cut(100_000);
 }
 
 /// Appends `n` zeros to the file at `path`.
