@@ -3,8 +3,9 @@
 //! register at the same moment.
 
 mod common;
+mod logs;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Pki;
@@ -13,21 +14,6 @@ use ltxd_http::{serve, HttpConnector, HttpSecurity};
 use ltxd_protocol::{Connector, Features, StreamRequest};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
-use tracing_subscriber::util::SubscriberInitExt;
-
-/// Appends what it is given to a shared buffer.
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Starts a server secured by `security` on 127.0.0.1, subscribes through `client` once, and
 /// shuts the server down.
@@ -52,13 +38,7 @@ async fn subscribe_once(security: HttpSecurity, client: HttpConnector) {
 /// the subscriber is set for.
 #[tokio::test(flavor = "current_thread")]
 async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let writer = Arc::clone(&lines);
-    let _logging = tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with_ansi(false)
-        .with_writer(move || LogWriter(Arc::clone(&writer)))
-        .set_default();
+    let logs = logs::capture();
     let pki = Pki::new();
     let (right, wrong) = ("correct horse battery staple", "an-incorrect-secret-token");
 
@@ -83,26 +63,10 @@ async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
     };
     subscribe_once(mtls, HttpConnector::with_security(Some(client_tls), None)).await;
 
-    let text = String::from_utf8_lossy(&lines.lock().unwrap()).into_owned();
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
-    for why in ["wrong token", "no token presented"] {
-        assert!(
-            warnings
-                .iter()
-                .any(|line| line.contains("HTTP request refused: unauthorized")
-                    && line.contains(&format!("why=\"{why}\""))
-                    && line.contains("peer=127.0.0.1:")),
-            "no warning says {why:?}: {warnings:#?}"
-        );
-    }
-    assert!(
-        warnings.iter().any(
-            |line| line.contains("TLS connection refused: the handshake failed")
-                && line.contains("peer=127.0.0.1:")
-                && line.to_lowercase().contains("certificate")
-        ),
-        "no warning for the handshake without a client certificate: {warnings:#?}"
+    logs::assert_refusals_logged(
+        &logs.text(),
+        "HTTP request refused: unauthorized",
+        "TLS connection refused: the handshake failed",
+        [right, wrong],
     );
-    assert!(!text.contains(wrong), "a wrong token was logged");
-    assert!(!text.contains(right), "the token was logged");
 }
