@@ -116,7 +116,8 @@ pub fn format_node_id(id: u64) -> String {
 
 /// Parses a node ID: any hex string of up to 16 digits.
 pub fn parse_node_id(text: &str) -> Option<u64> {
-    (!text.is_empty() && text.len() <= 16)
+    // `from_str_radix` alone would also take a leading `+`.
+    (!text.is_empty() && text.len() <= 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u64::from_str_radix(text, 16).ok())
         .flatten()
 }
@@ -148,5 +149,6 @@ mod tests {
         assert_eq!(parse_node_id(""), None);
         assert_eq!(parse_node_id("zz"), None);
         assert_eq!(parse_node_id("11112222333344445"), None);
+        assert_eq!(parse_node_id("+1"), None);
     }
 }
