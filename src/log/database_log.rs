@@ -28,6 +28,8 @@ pub(super) struct State {
     pub active: Option<ActiveSegment>,
     /// Snapshot records, in TXID order.
     pub snapshots: Vec<Record>,
+    /// An append failed and could not be cut back: no append until the log is reopened.
+    pub broken: bool,
 }
 
 impl State {
@@ -108,6 +110,7 @@ impl DatabaseLog {
             segments: recovered.segments,
             active,
             snapshots: recovered.snapshots,
+            broken: false,
         };
         let (head, _) = watch::channel(state.head());
         Ok(DatabaseLog {
@@ -374,6 +377,9 @@ impl DatabaseLog {
         min: TxId,
         write: impl FnOnce(&mut ActiveSegment) -> Result<Record, LogError>,
     ) -> Result<Record, LogError> {
+        if state.broken {
+            return Err(LogError::Broken(self.name.clone()));
+        }
         let segment = self.segment_for_append(&mut state, min)?;
         let start = segment.len();
         let record = match write(&mut *segment).and_then(|record| {
@@ -382,7 +388,11 @@ impl DatabaseLog {
         }) {
             Ok(record) => record,
             Err(err) => {
-                segment.truncate(start)?;
+                if let Err(cut) = segment.truncate(start) {
+                    // Appending after the failed bytes would bury them mid-segment.
+                    tracing::error!(db = self.name, %err, %cut, "a failed append could not be cut back: appends are refused until restart");
+                    state.broken = true;
+                }
                 return Err(err);
             }
         };

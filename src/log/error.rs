@@ -58,6 +58,10 @@ pub enum LogError {
     /// Another process has the data directory open.
     #[error("{0}: the data directory is in use by another process")]
     InUse(PathBuf),
+    /// An append failed and its bytes could not be cut back: the log refuses appends until it is
+    /// opened again, when recovery cuts the torn tail.
+    #[error("database {0}: an append failed and could not be undone; restart to recover the log")]
+    Broken(String),
     /// No such database in the log.
     #[error("no database {0:?} in the log")]
     NoDatabase(String),
