@@ -105,6 +105,22 @@ async fn read_at_least(body: &mut ByteStream, n: usize) -> Vec<u8> {
     out
 }
 
+/// Subscribes replica 9 to `db` at `url` through `connector` and drops the stream: whether the
+/// transport accepts the subscription. Panics if it neither succeeds nor fails within 20 s.
+pub async fn try_subscribe(
+    connector: &dyn Connector,
+    url: &str,
+    db: &str,
+) -> Result<(), ConnectError> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        connector.subscribe(url, &filtered(9, db)),
+    )
+    .await
+    .expect("the subscription neither succeeded nor failed")
+    .map(drop)
+}
+
 async fn subscribe(started: &Started, request: &StreamRequest) -> StreamResponse {
     step(
         "subscribing",
@@ -114,7 +130,8 @@ async fn subscribe(started: &Started, request: &StreamRequest) -> StreamResponse
     .unwrap_or_else(|err| panic!("subscribing to {} failed: {err}", started.url))
 }
 
-fn filtered(node_id: u64, db: &str) -> StreamRequest {
+/// A subscription of replica `node_id` to database `db` only, with every extension.
+pub fn filtered(node_id: u64, db: &str) -> StreamRequest {
     StreamRequest {
         node_id,
         filter: Some([db.to_string()].into()),

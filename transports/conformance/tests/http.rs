@@ -6,14 +6,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Pki;
-use conformance::{FakeService, Started, Transport};
+use conformance::{try_subscribe, FakeService, Started, Transport};
 use ltxd_http::{serve, HttpConnector, HttpSecurity, HttpServer};
 use ltxd_protocol::{
-    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Promotion, Refusal, Service,
-    StreamRequest, TxId,
+    BoxFuture, Checksum, ConnectError, Connector, Pos, Promotion, Refusal, Service, TxId,
 };
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -178,25 +176,6 @@ async fn whole_suite_over_mtls() {
     conformance::run_all(&Http::mtls(&Pki::new())).await;
 }
 
-fn request(db: &str) -> StreamRequest {
-    StreamRequest {
-        node_id: 9,
-        filter: Some([db.to_string()].into()),
-        positions: Default::default(),
-        features: Features::ALL,
-    }
-}
-
-async fn subscribe(connector: &HttpConnector, url: &str, db: &str) -> Result<(), ConnectError> {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        connector.subscribe(url, &request(db)),
-    )
-    .await
-    .expect("the subscription neither succeeded nor failed")
-    .map(drop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_share_one_connection_and_survive_a_restart() {
     let http = Http::tls_with_token(&Pki::new());
@@ -209,7 +188,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
     for db in ["a.db", "b.db", "c.db"] {
         bodies.push(
             client
-                .subscribe(&url, &request(db))
+                .subscribe(&url, &conformance::filtered(9, db))
                 .await
                 .expect("subscribing"),
         );
@@ -222,7 +201,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
     server.shutdown().await;
     drop(bodies);
     let server = http.server(service.clone(), addr).await;
-    subscribe(&client, &url, "a.db")
+    try_subscribe(&client, &url, "a.db")
         .await
         .expect("subscribing after the primary restarted");
     assert_eq!(server.open_connections(), 1);
@@ -234,7 +213,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let (pki, other) = (Pki::new(), Pki::new());
     let service = FakeService::new();
     let server = Http::mtls(&pki).server(service.clone(), localhost()).await;
-    let err = subscribe(
+    let err = try_subscribe(
         &Http::mtls(&other).connector(),
         &format!("https://{}", server.local_addr()),
         "a.db",
@@ -262,7 +241,7 @@ async fn a_client_without_a_certificate_is_refused_under_mtls() {
     };
     let client = HttpConnector::with_security(Some(client_config(&anonymous).unwrap()), None);
     let url = http.url(&server);
-    let err = subscribe(&client, &url, "a.db")
+    let err = try_subscribe(&client, &url, "a.db")
         .await
         .expect_err("a client without a certificate was served");
     let text = err.to_string();
@@ -301,7 +280,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
             let client =
                 HttpConnector::with_security(http.client_tls.clone(), presented.map(token));
             let expected = format!("unauthorized: {why}");
-            match subscribe(&client, &url, "a.db").await {
+            match try_subscribe(&client, &url, "a.db").await {
                 Err(ConnectError::Refused {
                     status: 401,
                     message,
@@ -331,7 +310,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
             }
             // A large request is refused before its body is read; the replica, still sending,
             // gets the answer all the same.
-            let mut large = request("a.db");
+            let mut large = conformance::filtered(9, "a.db");
             for i in 0..100_000u64 {
                 large
                     .positions
@@ -357,7 +336,7 @@ async fn a_cleartext_client_cannot_reach_a_tls_server() {
     let service = FakeService::new();
     let server = http.server(service.clone(), localhost()).await;
     let client = HttpConnector::with_security(None, Some(token(TOKEN)));
-    let err = subscribe(&client, &format!("http://{}", server.local_addr()), "a.db")
+    let err = try_subscribe(&client, &format!("http://{}", server.local_addr()), "a.db")
         .await
         .expect_err("a cleartext client was served by a TLS server");
     assert!(matches!(err, ConnectError::Io(_)), "{err:?}");
@@ -378,7 +357,7 @@ async fn urls_must_match_the_connectors_security() {
         (&tls, "http://127.0.0.1:1"),
         (&tls, "quic://127.0.0.1:1"),
     ] {
-        let result = subscribe(client, url, "a.db").await;
+        let result = try_subscribe(client, url, "a.db").await;
         assert!(
             matches!(result, Err(ConnectError::BadUrl(_))),
             "{url}: {result:?}"

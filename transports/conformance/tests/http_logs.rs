@@ -6,12 +6,10 @@ mod common;
 mod logs;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Pki;
 use conformance::FakeService;
 use ltxd_http::{serve, HttpConnector, HttpSecurity};
-use ltxd_protocol::{Connector, Features, StreamRequest};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
 
@@ -20,16 +18,8 @@ use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
 async fn subscribe_once(security: HttpSecurity, client: HttpConnector) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = serve(listener, FakeService::new(), security).unwrap();
-    let request = StreamRequest {
-        node_id: 9,
-        filter: None,
-        positions: Default::default(),
-        features: Features::ALL,
-    };
     let url = format!("https://{}", server.local_addr());
-    let _ = tokio::time::timeout(Duration::from_secs(20), client.subscribe(&url, &request))
-        .await
-        .expect("the subscription neither succeeded nor failed");
+    let _ = conformance::try_subscribe(&client, &url, "a.db").await;
     server.shutdown().await;
 }
 

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Pki;
-use conformance::{FakeService, Started, Transport};
-use ltxd_protocol::{
-    BoxFuture, Checksum, ConnectError, Connector, Features, Pos, Service, StreamRequest, TxId,
-};
+use conformance::{try_subscribe, FakeService, Started, Transport};
+use ltxd_protocol::{BoxFuture, Checksum, ConnectError, Connector, Pos, Service, TxId};
 use ltxd_quic::{serve, QuicConnector, QuicOptions, QuicServer};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -178,25 +176,6 @@ async fn whole_suite_with_certificate_files_mtls_and_a_token() {
     .await;
 }
 
-fn request(db: &str) -> StreamRequest {
-    StreamRequest {
-        node_id: 9,
-        filter: Some([db.to_string()].into()),
-        positions: Default::default(),
-        features: Features::ALL,
-    }
-}
-
-async fn subscribe(connector: &QuicConnector, url: &str, db: &str) -> Result<(), ConnectError> {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        connector.subscribe(url, &request(db)),
-    )
-    .await
-    .expect("the subscription neither succeeded nor failed")
-    .map(drop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_share_one_connection_and_survive_a_restart() {
     let service = FakeService::new();
@@ -208,7 +187,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
     for db in ["a.db", "b.db", "c.db"] {
         bodies.push(
             client
-                .subscribe(&url, &request(db))
+                .subscribe(&url, &conformance::filtered(9, db))
                 .await
                 .expect("subscribing"),
         );
@@ -221,7 +200,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
     server.shutdown().await;
     drop(bodies);
     let server = start_server(service.clone(), &Side::insecure_dev(), addr);
-    subscribe(&client, &url, "a.db")
+    try_subscribe(&client, &url, "a.db")
         .await
         .expect("subscribing after the primary restarted");
     assert_eq!(server.open_connections(), 1);
@@ -232,7 +211,7 @@ async fn subscriptions_share_one_connection_and_survive_a_restart() {
 async fn a_server_certificate_from_another_ca_is_refused() {
     let (pki, other) = (Pki::new(), Pki::new());
     let server = start_server(FakeService::new(), &mtls_server(&pki), localhost());
-    let err = subscribe(&connector(&mtls_client(&other)), &url(&server), "a.db")
+    let err = try_subscribe(&connector(&mtls_client(&other)), &url(&server), "a.db")
         .await
         .expect_err("a client that does not trust the server's CA connected");
     let text = err.to_string();
@@ -250,7 +229,7 @@ async fn a_client_without_a_certificate_is_refused_under_mtls() {
     let mut anonymous = mtls_client(&pki);
     anonymous.tls.cert_file = None;
     anonymous.tls.key_file = None;
-    let service_err = subscribe(&connector(&anonymous), &url(&server), "a.db")
+    let service_err = try_subscribe(&connector(&anonymous), &url(&server), "a.db")
         .await
         .expect_err("a client without a certificate was served");
     let text = service_err.to_string();
@@ -270,7 +249,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
             token,
             ..mtls_client(&pki)
         };
-        match subscribe(&connector(&client), &url(&server), "a.db").await {
+        match try_subscribe(&connector(&client), &url(&server), "a.db").await {
             Err(ConnectError::Refused {
                 status: 401,
                 message,
@@ -291,7 +270,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
         );
         // A large request is refused as soon as its token is read; the replica, still
         // sending, gets the answer all the same.
-        let mut large = request("a.db");
+        let mut large = conformance::filtered(9, "a.db");
         for i in 0..100_000u64 {
             large
                 .positions
@@ -313,7 +292,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
 async fn urls_of_other_transports_are_bad() {
     let client = connector(&Side::insecure_dev());
     assert!(matches!(
-        subscribe(&client, "http://127.0.0.1:1", "a.db").await,
+        try_subscribe(&client, "http://127.0.0.1:1", "a.db").await,
         Err(ConnectError::BadUrl(_))
     ));
     assert!(matches!(

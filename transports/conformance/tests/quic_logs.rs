@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::Pki;
 use conformance::FakeService;
-use ltxd_protocol::{Connector, Features, StreamRequest};
 use ltxd_quic::{serve, QuicConnector, QuicOptions};
 use ltxd_transport_conformance as conformance;
 use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
@@ -34,12 +33,6 @@ async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
     )
     .unwrap();
     let url = format!("quic://{}", server.local_addr());
-    let request = StreamRequest {
-        node_id: 9,
-        filter: None,
-        positions: Default::default(),
-        features: Features::ALL,
-    };
     let anonymous = TlsFiles {
         cert_file: None,
         key_file: None,
@@ -54,9 +47,7 @@ async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
         let token = token.map(|secret| Token::new(secret).unwrap());
         let client =
             QuicConnector::new(client_config(&tls).unwrap(), token, options.clone()).unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(20), client.subscribe(&url, &request))
-            .await
-            .expect("the subscription neither succeeded nor failed");
+        let _ = conformance::try_subscribe(&client, &url, "a.db").await;
     }
     server.shutdown().await;
     logs::assert_refusals_logged(
