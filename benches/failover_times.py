@@ -16,7 +16,6 @@ Python 3.11 standard library only.
 """
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_tps import Daemon, loadavg, machine, wait_for_load  # noqa: E402
+from mount_tps import Daemon, loadavg, result_header, write_result  # noqa: E402
 
 DB = "fo.db"
 
@@ -227,18 +226,11 @@ def main():
     parser.add_argument("--load-wait", type=int, default=600)
     args = parser.parse_args()
     result = {
-        "benchmark": "failover",
-        "command": args.command or " ".join(sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_wait": wait_for_load(args.max_load, args.load_wait),
+        **result_header("failover", args),
         "results": [run_backend(b, args) for b in args.backends.split(",")],
         "load_after": loadavg(),
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

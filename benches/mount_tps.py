@@ -113,6 +113,25 @@ def wait_for_load(max_load, max_wait, poll=30):
     }
 
 
+def result_header(benchmark, args):
+    """The fields every benchmark's JSON starts with; waits for a quiet machine first."""
+    return {
+        "benchmark": benchmark,
+        "command": args.command or " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_wait": wait_for_load(args.max_load, args.load_wait),
+    }
+
+
+def write_result(path, result):
+    """Writes `result` as indented JSON to `path` and prints it."""
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps(result, indent=2))
+
+
 def workload(path, mode, synchronous, warmup, transactions, value_size):
     """Runs the insert workload on the database at path; returns the timed run's numbers."""
     values = [os.urandom(value_size) for _ in range(warmup + transactions)]

@@ -19,7 +19,6 @@ it. Python 3.11 standard library only.
 """
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_tps import Daemon, dir_bytes, loadavg, machine, wait_for_load  # noqa: E402
+from mount_tps import Daemon, dir_bytes, loadavg, result_header, write_result  # noqa: E402
 
 DB = "lag.db"
 
@@ -198,13 +197,8 @@ def main():
     parser.add_argument("--load-wait", type=int, default=600)
     args = parser.parse_args()
 
-    load = wait_for_load(args.max_load, args.load_wait)
     result = {
-        "benchmark": "replication",
-        "command": args.command or " ".join(sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_wait": load,
+        **result_header("replication", args),
         "storage": args.base,
     }
     with Pair(args.ltxd, args.base) as pair:
@@ -217,10 +211,7 @@ def main():
     with Pair(args.ltxd, args.base) as pair:
         result["catchup"] = measure_catchup(pair, args.catchup_mb)
         print(json.dumps(result["catchup"]), file=sys.stderr, flush=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Python 3.11 standard library only.
 """
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_tps import Daemon, dir_bytes, loadavg, machine, wait_for_load  # noqa: E402
+from mount_tps import Daemon, dir_bytes, loadavg, result_header, write_result  # noqa: E402
 
 TOKEN = "wan-bench-token"
 LINK = "ltxd-wanbench"
@@ -172,11 +171,7 @@ def main():
     parser.add_argument("--load-wait", type=int, default=600)
     args = parser.parse_args()
     result = {
-        "benchmark": "wan-replication",
-        "command": args.command or " ".join(sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_wait": wait_for_load(args.max_load, args.load_wait),
+        **result_header("wan-replication", args),
         "runs": [],
     }
     for profile in args.profiles.split(","):
@@ -185,10 +180,7 @@ def main():
             print(json.dumps(run), file=sys.stderr, flush=True)
             result["runs"].append(run)
     result["load_after"] = loadavg()
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
