@@ -397,17 +397,31 @@ fn etcd_promotion_over_quic_moves_the_primary_without_losing_a_write() {
     promotion(Backend::Etcd(Etcd::start()), Transport::Quic);
 }
 
+/// One candidate, `node-a`, elected, with a row in table `t` of database `app.db`.
+fn lone_primary(lease: &str) -> Node {
+    let node = Node::cluster_member("node-a", lease);
+    wait_for(
+        Duration::from_secs(20),
+        "node-a is primary",
+        std::slice::from_ref(&node),
+        || node.is_primary(),
+    );
+    node.sqlite("app.db", "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    node
+}
+
+/// A node's cluster ID file.
+fn cluster_id(node: &Node) -> String {
+    std::fs::read_to_string(node.data.join("clusterid")).unwrap()
+}
+
 /// A node that never joined the cluster (an empty data directory) may not lead it: when the
 /// primary dies it waits, and it joins once a member leads again.
 fn a_node_that_never_joined_the_cluster_never_leads_it(backend: Backend) {
     let lease = backend.lease_body();
-    let mut nodes = vec![Node::cluster_member("node-a", &lease)];
-    wait_for(Duration::from_secs(20), "node-a is primary", &nodes, || {
-        nodes[0].is_primary()
-    });
+    let mut nodes = vec![lone_primary(&lease)];
     let db = "app.db";
-    nodes[0].sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
-    let id = std::fs::read_to_string(nodes[0].data.join("clusterid")).unwrap();
+    let id = cluster_id(&nodes[0]);
     // Killed: its entry stays until the TTL runs out, so the newcomer starts as its replica.
     nodes[0].kill();
     nodes.push(Node::cluster_member("node-b", &lease));
@@ -429,10 +443,7 @@ fn a_node_that_never_joined_the_cluster_never_leads_it(backend: Backend) {
         &nodes,
         || nodes[0].is_primary() && pos(&nodes[1], db) == pos(&nodes[0], db),
     );
-    assert_eq!(
-        std::fs::read_to_string(nodes[1].data.join("clusterid")).unwrap(),
-        id
-    );
+    assert_eq!(cluster_id(&nodes[1]), id);
 }
 
 /// `lease.promote: true`: a candidate that joins a running cluster becomes its primary once it
@@ -441,12 +452,8 @@ fn a_node_that_never_joined_the_cluster_never_leads_it(backend: Backend) {
 fn etcd_lease_promote_takes_over_once_caught_up() {
     let backend = Backend::Etcd(Etcd::start());
     let lease = backend.lease_body();
-    let mut nodes = vec![Node::cluster_member("node-a", &lease)];
-    wait_for(Duration::from_secs(20), "node-a is primary", &nodes, || {
-        nodes[0].is_primary()
-    });
+    let mut nodes = vec![lone_primary(&lease)];
     let db = "app.db";
-    nodes[0].sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
     nodes.push(Node::cluster_member(
         "node-b",
         &format!("{lease}  promote: true\n"),
