@@ -491,12 +491,15 @@ pub async fn unauthenticated_handoff_is_refused(transport: &dyn Transport) {
     started.shutdown.await;
 }
 
-/// When the replica drops a subscription's body, the server lets go of the service's body, so
-/// the primary stops serving a replica that is gone.
-pub async fn dropping_the_body_ends_the_server_stream(transport: &dyn Transport) {
+/// A subscription of replica `node_id` to `app.db` that one frame has passed through: the
+/// server, the replica's side and the service's side.
+async fn flowing_stream(
+    transport: &dyn Transport,
+    node_id: u64,
+) -> (Started, StreamResponse, Subscription) {
     let service = FakeService::new();
     let started = transport.start(service.clone()).await;
-    let mut response = subscribe(&started, &filtered(6, "app.db")).await;
+    let mut response = subscribe(&started, &filtered(node_id, "app.db")).await;
     let subscription = service.next_subscription().await;
     assert!(
         subscription
@@ -505,6 +508,13 @@ pub async fn dropping_the_body_ends_the_server_stream(transport: &dyn Transport)
             .await
     );
     read_at_least(&mut response.body, 4).await;
+    (started, response, subscription)
+}
+
+/// When the replica drops a subscription's body, the server lets go of the service's body, so
+/// the primary stops serving a replica that is gone.
+pub async fn dropping_the_body_ends_the_server_stream(transport: &dyn Transport) {
+    let (started, response, subscription) = flowing_stream(transport, 6).await;
     drop(response);
     subscription.frames.closed().await;
     started.shutdown.await;
@@ -513,17 +523,7 @@ pub async fn dropping_the_body_ends_the_server_stream(transport: &dyn Transport)
 /// Shutting the server down ends its open streams: the replica's body ends (cleanly or with an
 /// error) and the service's body is dropped.
 pub async fn shutdown_ends_open_streams(transport: &dyn Transport) {
-    let service = FakeService::new();
-    let started = transport.start(service.clone()).await;
-    let mut response = subscribe(&started, &filtered(8, "app.db")).await;
-    let subscription = service.next_subscription().await;
-    assert!(
-        subscription
-            .frames
-            .send(Bytes::from_static(b"\0\0\0\x02"))
-            .await
-    );
-    read_at_least(&mut response.body, 4).await;
+    let (started, mut response, subscription) = flowing_stream(transport, 8).await;
     step("shutting the server down", started.shutdown).await;
     loop {
         match step("the body after shutdown", next(&mut response.body)).await {
