@@ -71,10 +71,6 @@ impl Applier {
     /// databases that were still busy.
     pub fn stop_writes_gracefully(&self, wait: Duration) -> Vec<String> {
         let deadline = std::time::Instant::now() + wait;
-        let holder = Holder {
-            owner: APPLIER,
-            pid: std::process::id(),
-        };
         let mut held = Vec::new();
         let mut busy = Vec::new();
         for name in self.shared.database_names() {
@@ -90,11 +86,7 @@ impl Applier {
                 (names::inode(db, FileKind::Database), DATABASE_LOCKS.0 + 1)
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let locked = self.shared.lock_changes.wait_for(left, || {
-                self.shared
-                    .with_locks(ino, |t| t.try_lock(holder, byte, byte, LockKind::Write))
-            });
-            match locked {
+            match self.lock(ino, (byte, byte), left) {
                 Ok(()) => held.push(ino),
                 Err(_) => busy.push(name),
             }
@@ -139,16 +131,7 @@ impl Applier {
             names::inode(db, FileKind::Database),
             names::inode(db, FileKind::Shm),
         );
-        let holder = Holder {
-            owner: APPLIER,
-            pid: std::process::id(),
-        };
-        let lock = |ino: u64, (start, end): (u64, u64)| {
-            self.shared.lock_changes.wait_for(LOCK_WAIT, || {
-                self.shared
-                    .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
-            })
-        };
+        let lock = |ino: u64, range: (u64, u64)| self.lock(ino, range, LOCK_WAIT);
         // In WAL mode every connection holds SHARED on the database file for as long as it is
         // open, and a read transaction holds a read mark in the WAL index: the applier takes
         // every WAL index lock. In rollback mode a read transaction holds SHARED: the applier
@@ -171,6 +154,20 @@ impl Applier {
         // first file from the primary.
         self.shared.listing_changed();
         Ok(capture.log_replicated(written?)?)
+    }
+
+    /// Takes bytes `start..=end` of `ino` with a write lock as the applier, waiting up to
+    /// `wait` for their holders to let go.
+    fn lock(&self, ino: u64, (start, end): (u64, u64), wait: Duration) -> Result<(), ()> {
+        let holder = Holder {
+            owner: APPLIER,
+            pid: std::process::id(),
+        };
+        self.shared.lock_changes.wait_for(wait, || {
+            self.shared
+                .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
+                .map_err(drop)
+        })
     }
 
     fn apply_locked<'a>(
