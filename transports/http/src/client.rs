@@ -386,6 +386,18 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Reads a whole response body of at most `limit` bytes.
+async fn read_body(
+    response: http::Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Bytes, ConnectError> {
+    Ok(http_body_util::Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|err| ConnectError::Io(err.to_string()))?
+        .to_bytes())
+}
+
 /// Reads a refusal's status and message.
 async fn refusal(response: http::Response<hyper::body::Incoming>) -> ConnectError {
     let status = response.status().as_u16();
@@ -458,11 +470,7 @@ impl Connector for HttpConnector {
             let response = self
                 .call(url, Method::GET, "/info", HeaderMap::new(), Bytes::new())
                 .await?;
-            let body = http_body_util::Limited::new(response.into_body(), MAX_INFO_BODY)
-                .collect()
-                .await
-                .map_err(|err| ConnectError::Io(err.to_string()))?
-                .to_bytes();
+            let body = read_body(response, MAX_INFO_BODY).await?;
             serde_json::from_slice(&body).map_err(|err| ConnectError::Protocol(err.to_string()))
         })
     }
@@ -494,11 +502,7 @@ impl HttpConnector {
                 Bytes::new(),
             )
             .await?;
-        let body = http_body_util::Limited::new(response.into_body(), MAX_REFUSAL_BODY)
-            .collect()
-            .await
-            .map_err(|err| ConnectError::Io(err.to_string()))?
-            .to_bytes();
+        let body = read_body(response, MAX_REFUSAL_BODY).await?;
         Ok(if body.starts_with(b"already primary") {
             Promotion::AlreadyPrimary
         } else {
