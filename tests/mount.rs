@@ -307,3 +307,23 @@ fn sigterm_unmounts_even_while_an_application_holds_a_file_open() {
     );
     drop(held);
 }
+
+#[test]
+fn an_unmount_from_outside_stops_the_daemon_with_an_error() {
+    let mut node = Node::primary();
+    node.sqlite("u.db", "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
+    let dir = std::ffi::CString::new(node.mnt.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::umount2(dir.as_ptr(), 0) }, 0, "umount");
+    let status = node.wait_for_exit(std::time::Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", node.daemon_log());
+    assert!(
+        node.daemon_log()
+            .contains("the mount was unmounted by something other than ltxd"),
+        "{}",
+        node.daemon_log()
+    );
+    // The log kept the commits: a restart serves them.
+    node.start();
+    assert_eq!(node.sqlite("u.db", "SELECT count(*) FROM t;").trim(), "1");
+}

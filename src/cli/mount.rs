@@ -104,7 +104,8 @@ fn leaser_from_config(config: &Config) -> anyhow::Result<Arc<dyn Leaser>> {
     })
 }
 
-/// Runs the mount daemon until SIGINT or SIGTERM, then unmounts cleanly.
+/// Runs the mount daemon until SIGINT or SIGTERM, then unmounts cleanly. A mount unmounted
+/// from outside ltxd stops the daemon the same way, with exit status 1.
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let (config, path) = Config::load(args.config.as_deref(), &process_env)?;
     tracing::info!(config = %path.display(), "configuration loaded");
@@ -138,7 +139,15 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             node_id: node.node_id,
         },
     };
-    let fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
+    let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
+    // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
+    // from outside must not leave a primary that holds the lease but takes no writes.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let signals_handle = signals.handle();
+    fs.on_session_end(move || signals_handle.close());
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
 
@@ -229,13 +238,19 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&stop),
         );
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
-    }
+    let lost = match signals.forever().next() {
+        Some(signal) => {
+            tracing::info!(signal, "shutting down");
+            false
+        }
+        None => {
+            tracing::error!(
+                dir = %mount_dir.display(),
+                "the mount was unmounted by something other than ltxd: shutting down"
+            );
+            true
+        }
+    };
     stop.store(true, Ordering::Relaxed);
     // The driver refuses writes and releases the lease, so another node takes over at once.
     let _ = stop_driver.send(true);
@@ -248,7 +263,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     log.flush_index()?;
     tracing::info!("unmounted");
-    Ok(ExitCode::SUCCESS)
+    Ok(if lost {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `lease.promote`: once this candidate replica has caught up with the primary, asks for the

@@ -94,6 +94,8 @@ pub struct LtxdFs {
     gid: u32,
     /// The kernel opens directories without asking (`FUSE_NO_OPENDIR_SUPPORT`).
     zero_message_opendir: bool,
+    /// Called once the FUSE session has ended, whoever unmounted it.
+    on_session_end: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 fn errno(err: &std::io::Error) -> Errno {
@@ -115,6 +117,12 @@ impl LtxdFs {
     /// Shows the node's role in `.primary` and `.lag` from `view` instead of the options.
     pub fn set_node_view(&self, view: Arc<dyn NodeView>) {
         let _ = self.shared.node_view.set(view);
+    }
+
+    /// Calls `f` once the FUSE session has ended: after an unmount by ltxd, by `umount` or
+    /// `fusermount -u`, or after the connection was aborted.
+    pub fn on_session_end(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
+        self.on_session_end = Some(Box::new(f));
     }
 
     /// A file system over the databases of `log`, opening (and recovering) each one.
@@ -139,6 +147,7 @@ impl LtxdFs {
             uid: daemon_uid(),
             gid: daemon_gid(),
             zero_message_opendir: false,
+            on_session_end: None,
         };
         for name in fs.shared.log.database_names() {
             fs.shared.open_database(&name)?;
@@ -503,6 +512,12 @@ impl Filesystem for LtxdFs {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Some(ended) = self.on_session_end.take() {
+            ended();
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

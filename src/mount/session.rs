@@ -69,6 +69,8 @@ impl Mounted {
         loop {
             match umount(&self.dir, 0) {
                 Ok(()) => break,
+                // Unmounted already, from outside ltxd.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => break,
                 Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
                     if Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(20));

@@ -339,6 +339,24 @@ impl Node {
         }
     }
 
+    /// Waits up to `timeout` for the daemon to exit by itself, and returns its exit status.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("the daemon is not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ltxd did not exit:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process ID of the daemon.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
