@@ -1,6 +1,7 @@
 //! The command line: `ltxd <command>`.
 
 mod debug;
+mod exec;
 mod log;
 mod ltx;
 mod mount;
@@ -45,9 +46,7 @@ enum Command {
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    // LiteFS unit files say `-config FILE`; accept that spelling too.
-    let args = std::env::args_os().map(|a| if a == "-config" { "--config".into() } else { a });
-    match Cli::parse_from(args).command {
+    match Cli::parse_from(litefs_spellings(std::env::args_os())).command {
         Command::Mount(args) => mount::run(args),
         Command::Ltx(command) => ltx::run(command),
         Command::Log(command) => log::run(command),
@@ -55,5 +54,38 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Promote(args) => promote::run(args),
         Command::Debug(command) => debug::run(command),
+    }
+}
+
+/// LiteFS unit files say `-config FILE`: that spelling becomes `--config`, but not among the
+/// application's arguments after `--`.
+fn litefs_spellings(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> impl Iterator<Item = std::ffi::OsString> {
+    let mut after_dash_dash = false;
+    args.map(move |arg| {
+        if arg == "--" {
+            after_dash_dash = true;
+        }
+        if arg == "-config" && !after_dash_dash {
+            "--config".into()
+        } else {
+            arg
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dash_config_is_rewritten_only_before_the_application_arguments() {
+        let args = [
+            "ltxd", "mount", "-config", "a.yml", "--", "app", "-config", "b",
+        ];
+        let rewritten: Vec<_> = super::litefs_spellings(args.iter().map(Into::into)).collect();
+        let expected = [
+            "ltxd", "mount", "--config", "a.yml", "--", "app", "-config", "b",
+        ];
+        assert_eq!(rewritten, expected.map(std::ffi::OsString::from));
     }
 }

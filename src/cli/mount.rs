@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use super::exec;
 use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
@@ -26,6 +27,10 @@ pub struct MountArgs {
     /// ~/litefs.yml, /etc/litefs.yml.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The application to run once the node is ready, in place of the configuration's `exec`:
+    /// `ltxd mount -- myapp --flag`. The daemon stops when it exits.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 /// How long `ltxd mount` waits for the lease to decide the node's role before it mounts.
@@ -104,8 +109,9 @@ fn leaser_from_config(config: &Config) -> anyhow::Result<Arc<dyn Leaser>> {
     })
 }
 
-/// Runs the mount daemon until SIGINT or SIGTERM, then unmounts cleanly. A mount unmounted
-/// from outside ltxd stops the daemon the same way, with exit status 1.
+/// Runs the mount daemon until SIGINT or SIGTERM, then unmounts cleanly. The application in
+/// `exec` exiting stops it too, with the application's exit status, and so does a mount
+/// unmounted from outside ltxd, with exit status 1.
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let (config, path) = Config::load(args.config.as_deref(), &process_env)?;
     tracing::info!(config = %path.display(), "configuration loaded");
@@ -146,8 +152,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])?;
-    let signals_handle = signals.handle();
-    fs.on_session_end(move || signals_handle.close());
+    let session_ended = Arc::new(AtomicBool::new(false));
+    {
+        let (ended, handle) = (Arc::clone(&session_ended), signals.handle());
+        fs.on_session_end(move || {
+            ended.store(true, Ordering::SeqCst);
+            handle.close();
+        });
+    }
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
 
@@ -238,19 +250,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&stop),
         );
     }
-    let lost = match signals.forever().next() {
-        Some(signal) => {
-            tracing::info!(signal, "shutting down");
-            false
-        }
-        None => {
-            tracing::error!(
-                dir = %mount_dir.display(),
-                "the mount was unmounted by something other than ltxd: shutting down"
-            );
-            true
-        }
+    let lines = exec::command_lines(&config.exec, &args.command, config.lease.candidate)?;
+    let exec = if lines.is_empty() {
+        None
+    } else {
+        let (node, skip_sync, handle) = (Arc::clone(&node), config.skip_sync, signals.handle());
+        Some(exec::Exec::start(
+            lines,
+            move || skip_sync || node.is_ready(),
+            move || handle.close(),
+        )?)
     };
+    let exit = wait_for_shutdown(&mut signals, exec, &session_ended, &mount_dir);
     stop.store(true, Ordering::Relaxed);
     // The driver refuses writes and releases the lease, so another node takes over at once.
     let _ = stop_driver.send(true);
@@ -263,11 +274,42 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     log.flush_index()?;
     tracing::info!("unmounted");
-    Ok(if lost {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit)
+}
+
+/// Waits for what stops the daemon, and returns the exit code. A signal is forwarded to the
+/// application (`exec`), which is waited for, and the daemon exits with 0. The application's
+/// own exit, or a failed command before it, gives its status. A mount unmounted from outside
+/// ltxd sends the application SIGTERM and gives 1.
+fn wait_for_shutdown(
+    signals: &mut signal_hook::iterator::Signals,
+    exec: Option<exec::Exec>,
+    session_ended: &AtomicBool,
+    mount_dir: &std::path::Path,
+) -> ExitCode {
+    let signal = signals.forever().next();
+    let lost = signal.is_none() && session_ended.load(Ordering::SeqCst);
+    match signal {
+        Some(signal) => tracing::info!(signal, "shutting down"),
+        None if lost => tracing::error!(
+            dir = %mount_dir.display(),
+            "the mount was unmounted by something other than ltxd: shutting down"
+        ),
+        None => tracing::info!("exec: the last command has exited: shutting down"),
+    }
+    let status = exec.and_then(|exec| {
+        match (signal, lost) {
+            (Some(signal), _) => exec.signal(signal),
+            (None, true) => exec.signal(libc::SIGTERM),
+            (None, false) => {}
+        }
+        exec.wait()
+    });
+    match (signal, lost, status) {
+        (_, true, _) => ExitCode::FAILURE,
+        (None, false, Some(status)) => ExitCode::from(exec::exit_code(status)),
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// `lease.promote`: once this candidate replica has caught up with the primary, asks for the

@@ -62,7 +62,7 @@ pub struct Config {
     pub strict_verify: bool,
     /// Commands to run once the node is ready. All but the last run to completion in order; the
     /// last one runs for the node's lifetime. In YAML, a single string or a list of
-    /// `{cmd, if-candidate}` entries. Accepted, not yet acted on.
+    /// `{cmd, if-candidate}` entries.
     #[serde(default, deserialize_with = "de::exec")]
     pub exec: Vec<ExecConfig>,
     /// The store's on-disk data.
@@ -102,6 +102,12 @@ pub struct ExecConfig {
     /// Run this command only on lease candidates (for example, migrations).
     #[serde(default, deserialize_with = "de::or_default")]
     pub if_candidate: bool,
+}
+
+/// Splits an `exec` command line into words as a POSIX shell would (quotes and backslashes),
+/// without expanding anything; `None` if a quote is not closed or a backslash ends the line.
+pub fn split_command(cmd: &str) -> Option<Vec<String>> {
+    shlex::split(cmd)
 }
 
 impl ExecConfig {

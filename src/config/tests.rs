@@ -293,6 +293,10 @@ fn validation_rules() {
     assert_eq!(key, "backup.path");
     let (key, line, _) = invalid("exec:\n  - cmd: a\n  - cmd: \"\"\nlease:\n  type: static\n");
     assert_eq!((key.as_str(), line), ("exec[1].cmd", Some(3)));
+    let (key, line, message) =
+        invalid("lease:\n  type: static\nexec: \"myapp --name 'unclosed\"\n");
+    assert_eq!((key.as_str(), line), ("exec", Some(3)));
+    assert!(message.contains("quote"), "{message}");
 
     // The valid counterparts pass.
     parse(

@@ -15,14 +15,17 @@ impl Config {
     /// Every check, in the order the keys usually appear in a file; the first failure wins.
     pub(super) fn check(&self) -> Result<(), Failure> {
         for (i, exec) in self.exec.iter().enumerate() {
-            if exec.cmd.trim().is_empty() {
-                let key = if self.exec.len() == 1 {
-                    "exec".to_string()
-                } else {
-                    format!("exec[{i}].cmd")
-                };
-                return Err((key, "the command must not be empty".into()));
-            }
+            let problem = match super::split_command(&exec.cmd) {
+                None => "cannot be split into words: a quote is not closed, or a backslash ends it",
+                Some(words) if words.is_empty() => "the command must not be empty",
+                Some(_) => continue,
+            };
+            let key = if self.exec.len() == 1 {
+                "exec".to_string()
+            } else {
+                format!("exec[{i}].cmd")
+            };
+            return Err((key, problem.into()));
         }
         if self.data.dir.is_empty() {
             return fail("data.dir", "must not be empty");

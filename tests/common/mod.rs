@@ -39,6 +39,8 @@ pub struct Node {
     pub advertise_url: String,
     launcher: Option<Launcher>,
     child: Option<Child>,
+    /// The application given to `ltxd mount` after `--`.
+    application: Vec<String>,
 }
 
 /// Starts a node's daemon process some other way than `Command::spawn`.
@@ -235,6 +237,7 @@ impl Node {
             advertise_url: advertise_url.to_string(),
             launcher,
             child: None,
+            application: Vec::new(),
         };
         node.start();
         node
@@ -275,9 +278,11 @@ impl Node {
                 Ok(())
             });
         }
+        command.args(["mount", "-config"]).arg(&self.config);
+        if !self.application.is_empty() {
+            command.arg("--").args(&self.application);
+        }
         command
-            .args(["mount", "-config"])
-            .arg(&self.config)
             .env(
                 "LTXD_LOG",
                 std::env::var("LTXD_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -309,6 +314,11 @@ impl Node {
     pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(&self.config).unwrap();
         std::fs::write(&self.config, edit(text)).unwrap();
+    }
+
+    /// Runs `application` after `--` from the next start: `ltxd mount -config FILE -- APP`.
+    pub fn set_application(&mut self, application: &[&str]) {
+        self.application = application.iter().map(|a| a.to_string()).collect();
     }
 
     /// The daemon's stderr so far.
