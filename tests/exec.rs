@@ -22,15 +22,18 @@ fn exec_runs_migrations_then_the_application_which_writes_through_the_mount_unti
     let migrate = script(
         &node,
         "migrate.sh",
-        &format!("sqlite3 {db} 'CREATE TABLE t(v TEXT);'"),
+        &format!("sqlite3 -cmd '.timeout 5000' {db} 'CREATE TABLE t(v TEXT);'"),
     );
+    // The test reads while the application writes: both wait for SQLite's locks. The
+    // application ends by itself within a minute, so that a failed test leaves nothing running.
     let app = script(
         &node,
         "app.sh",
         &format!(
-            "trap \"sqlite3 {db} \\\"INSERT INTO t VALUES ('at SIGTERM');\\\"; exit 0\" TERM\n\
-             sqlite3 {db} \"INSERT INTO t VALUES ('started');\"\n\
-             while true; do sleep 0.05; done"
+            "q() {{ sqlite3 -cmd '.timeout 5000' {db} \"$1\"; }}\n\
+             trap \"q \\\"INSERT INTO t VALUES ('at SIGTERM');\\\"; exit 0\" TERM\n\
+             q \"INSERT INTO t VALUES ('started');\"\n\
+             i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done"
         ),
     );
     node.edit_config(|text| {
@@ -74,7 +77,7 @@ fn the_application_after_dash_dash_exiting_stops_the_daemon_with_its_status() {
         "app.sh",
         &format!(
             "sqlite3 {db} 'CREATE TABLE t(v); INSERT INTO t VALUES (1);'\n\
-             while [ ! -e {} ]; do sleep 0.02; done\nexit 7",
+             i=0; while [ ! -e {} ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done\nexit 7",
             go.display()
         ),
     );
