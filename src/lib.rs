@@ -8,6 +8,7 @@ pub mod database;
 pub mod durable;
 pub mod log;
 pub mod ltx;
+pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod replication;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ltxd::log::Log;
 use ltxd::ltx::TxId;
+use ltxd::metrics::Metrics;
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions};
 
 fn open_fs(data: &Path) -> (Arc<Log>, LtxdFs) {
@@ -19,6 +20,7 @@ fn open_fs(data: &Path) -> (Arc<Log>, LtxdFs) {
             compress: true,
             node_id: 7,
         },
+        metrics: Arc::new(Metrics::new()),
     };
     let fs = LtxdFs::new(options, Arc::clone(&log)).unwrap();
     (log, fs)

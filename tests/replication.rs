@@ -1,10 +1,12 @@
 //! Two `ltxd mount` processes on loopback: a primary on a static lease and a replica that follows
 //! it over HTTP. The replica's databases end byte-identical to the primary's, readers on the
 //! replica never see an error or a torn state, a restarted replica resumes where it stopped,
-//! and a replica that fell behind retention or diverged is resnapshotted.
+//! and a replica that fell behind retention or diverged is resnapshotted. `/info`, `/metrics`,
+//! `.primary` and `.lag` show each node's role.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -322,6 +324,78 @@ fn status_primary_and_lag_files_show_each_nodes_role(transport: Transport) {
     assert!(!primary.path(".primary").exists() && !primary.path(".lag").exists());
 }
 
+/// `GET /metrics` from `node`'s HTTP address: the body.
+fn metrics(node: &Node) -> String {
+    let addr = node.url.strip_prefix("http://").unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of `series` (a name, with its labels if any) in a metrics text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn metrics_count_commits_and_show_each_nodes_role(transport: Transport) {
+    let primary = Node::primary_over(transport);
+    let replica = Node::replica_of(&primary);
+    let db = "metrics.db";
+    primary.sqlite(db, "PRAGMA journal_mode=wal; CREATE TABLE t(v);");
+    for i in 0..5 {
+        primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
+    }
+    wait_caught_up(&primary, &replica, db);
+    let txid = u64::from_str_radix(&pos(&primary, db)[..16], 16).unwrap() as f64;
+    let series = |name: &str| format!("{name}{{db=\"{db}\"}}");
+
+    let ours = metrics(&primary);
+    assert_eq!(metric(&ours, "litefs_is_primary"), Some(1.0), "{ours}");
+    assert_eq!(metric(&ours, "litefs_db_count"), Some(1.0), "{ours}");
+    assert_eq!(
+        metric(&ours, "litefs_subscriber_count"),
+        Some(1.0),
+        "{ours}"
+    );
+    assert_eq!(
+        metric(&ours, &series("litefs_db_txid")),
+        Some(txid),
+        "{ours}"
+    );
+    // Every transaction in the primary's log was committed through its mount.
+    assert_eq!(
+        metric(&ours, &series("litefs_db_commit_count")),
+        Some(txid),
+        "{ours}"
+    );
+    let wal_writes = metric(&ours, &series("litefs_db_wal_write_count")).unwrap_or(0.0);
+    assert!(wal_writes >= 6.0, "{ours}");
+    assert!(metric(&ours, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0));
+
+    let theirs = metrics(&replica);
+    assert_eq!(metric(&theirs, "litefs_is_primary"), Some(0.0), "{theirs}");
+    assert_eq!(
+        metric(&theirs, &series("litefs_db_txid")),
+        Some(txid),
+        "{theirs}"
+    );
+    assert_eq!(
+        metric(&theirs, &series("litefs_db_commit_count")).unwrap_or(0.0),
+        0.0,
+        "a replica commits nothing itself: {theirs}"
+    );
+    let lag = metric(&theirs, "litefs_lag_seconds").unwrap();
+    assert!((0.0..10.0).contains(&lag), "{theirs}");
+}
+
 fn the_cluster_id_is_adopted_and_a_replica_of_another_cluster_applies_nothing(
     transport: Transport,
 ) {
@@ -404,4 +478,5 @@ over_each_transport!(
     a_replica_behind_retention_gets_a_snapshot,
     a_diverged_replica_is_detected_by_checksum_and_resnapshotted,
     status_primary_and_lag_files_show_each_nodes_role,
+    metrics_count_commits_and_show_each_nodes_role,
 );

@@ -13,6 +13,7 @@ use clap::Args;
 use super::exec;
 use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
+use ltxd::metrics::Metrics;
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
 use ltxd::node::{ClusterIdFile, EpochFile, NodeDriver, NodeParts};
 use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
@@ -136,6 +137,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         let _guard = runtime.enter();
         leaser_from_config(&config)?
     };
+    let metrics = Arc::new(Metrics::new());
     let options = MountOptions {
         data_dir: data_dir.clone(),
         writable: false,
@@ -144,6 +146,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             compress: config.data.compress,
             node_id: node.node_id,
         },
+        metrics: Arc::clone(&metrics),
     };
     let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
     // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
@@ -203,6 +206,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         handoffs,
         cluster_id,
         connector,
+        metrics,
         runtime.handle().clone(),
     ));
     let listener = runtime

@@ -13,6 +13,7 @@ use crate::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
     Pos, TxId, Verified, FLAG_COMPRESS_LZ4,
 };
+use crate::metrics::DatabaseCounters;
 
 /// A commit that could not be captured.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,7 @@ pub struct Capture {
     dir: PathBuf,
     log: Arc<DatabaseLog>,
     options: CaptureOptions,
+    counters: DatabaseCounters,
     state: Mutex<State>,
 }
 
@@ -105,12 +107,14 @@ impl Capture {
         dir: &Path,
         log: Arc<DatabaseLog>,
         options: CaptureOptions,
+        counters: DatabaseCounters,
     ) -> Result<Capture, CaptureError> {
         let capture = Capture {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             log,
             options,
+            counters,
             state: Mutex::new(State {
                 page_size: None,
                 pages: Vec::new(),
@@ -129,6 +133,11 @@ impl Capture {
     /// The database name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The database's metrics.
+    pub fn counters(&self) -> &DatabaseCounters {
+        &self.counters
     }
 
     /// The database's directory.
@@ -354,6 +363,7 @@ impl Capture {
             },
         })?;
         state.install(page_size, commit, next);
+        self.counters.commits.inc();
         Ok(Some(Pos::new(txid, checksum.checksum())))
     }
 }

@@ -23,6 +23,7 @@ use super::locks::{Holder, LockKind, LockTable};
 use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
 use super::parked::{blocked_only_by_applier, ParkedLock, APPLIER};
 use crate::log::Log;
+use crate::metrics::Metrics;
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
@@ -42,6 +43,8 @@ pub struct MountOptions {
     pub primary_hostname: Option<String>,
     /// How commits are encoded.
     pub capture: CaptureOptions,
+    /// Where each database's writes and commits are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The databases known to the mount, by index (inode numbers derive from the index).
@@ -167,7 +170,8 @@ impl Shared {
         }
         let log = self.log.database(name)?;
         let dir = log.dir().to_path_buf();
-        let capture = Capture::open(name, &dir, log, self.options.capture)?;
+        let counters = self.options.metrics.database(name);
+        let capture = Capture::open(name, &dir, log, self.options.capture, counters)?;
         dbs.names.push(name.to_string());
         dbs.captures.push(Arc::new(capture));
         Ok(dbs.names.len() - 1)
@@ -788,12 +792,21 @@ impl Filesystem for LtxdFs {
                 _ => {}
             }
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+            let counters = capture.counters();
             match kind {
-                FileKind::Database => capture.database_written(offset, data),
-                FileKind::Wal if offset == 0 && data.len() >= 32 => {
-                    capture.wal_header_written(data)
+                FileKind::Database => {
+                    counters.database_writes.inc();
+                    capture.database_written(offset, data);
                 }
-                _ => {}
+                FileKind::Journal => counters.journal_writes.inc(),
+                FileKind::Wal => {
+                    counters.wal_writes.inc();
+                    if offset == 0 && data.len() >= 32 {
+                        capture.wal_header_written(data);
+                    }
+                }
+                FileKind::Shm => counters.shm_writes.inc(),
+                FileKind::Pos => {}
             }
             Ok(())
         })();

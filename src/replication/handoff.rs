@@ -145,6 +145,11 @@ impl Handoffs {
         }
     }
 
+    /// How many replica streams are open.
+    pub fn stream_count(&self) -> usize {
+        self.streams().values().map(Vec::len).sum()
+    }
+
     /// True if replica `node_id` has a stream open.
     pub fn is_subscribed(&self, node_id: u64) -> bool {
         self.streams().contains_key(&node_id)

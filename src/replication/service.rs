@@ -4,6 +4,7 @@ use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use ltxd_protocol::primary::{PrimaryStream, Send};
@@ -18,6 +19,8 @@ use super::handoff::{HandoffOrder, Handoffs, StreamRegistration};
 use super::log_view::LogReader;
 use super::{NodeState, HEARTBEAT_INTERVAL};
 use crate::log::{Log, LogError, Record};
+use crate::metrics::{DatabaseSample, Metrics, NodeSample};
+use crate::mount::now_ms;
 use crate::node::ClusterIdFile;
 
 /// How many encoded pieces may wait to be sent to one replica.
@@ -30,19 +33,22 @@ pub struct LogService {
     handoffs: Arc<Handoffs>,
     cluster_id: Arc<ClusterIdFile>,
     connector: Arc<dyn Connector>,
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 }
 
 impl LogService {
     /// A service over `log`; streams are driven on threads that wait through `runtime`.
     /// `handoffs` connects it to the node driver; `connector` reaches the primary when this node
-    /// is promoted. Responses carry the cluster ID in `cluster_id`.
+    /// is promoted. Responses carry the cluster ID in `cluster_id`; `metrics` are served with
+    /// the node's state sampled at each scrape.
     pub fn new(
         log: Arc<Log>,
         node: Arc<NodeState>,
         handoffs: Arc<Handoffs>,
         cluster_id: Arc<ClusterIdFile>,
         connector: Arc<dyn Connector>,
+        metrics: Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         LogService {
@@ -51,7 +57,34 @@ impl LogService {
             handoffs,
             cluster_id,
             connector,
+            metrics,
             runtime,
+        }
+    }
+
+    /// Each database in the log, with its position.
+    fn heads(&self) -> impl Iterator<Item = (String, Pos)> + '_ {
+        self.log.database_names().into_iter().filter_map(|name| {
+            let head = self.log.existing(&name).ok()?.head();
+            Some((name, head))
+        })
+    }
+
+    /// The node's state for a metrics scrape.
+    fn sample(&self) -> NodeSample {
+        let databases = self
+            .heads()
+            .map(|(name, head)| DatabaseSample {
+                txid: head.txid.0,
+                lag: self.node.database_lag_ms(&name).map(millis),
+                name,
+            })
+            .collect();
+        NodeSample {
+            is_primary: self.node.is_primary(),
+            subscribers: self.handoffs.stream_count(),
+            lag: self.node.lag_ms(now_ms()).map(millis),
+            databases,
         }
     }
 }
@@ -101,17 +134,14 @@ impl Service for LogService {
 
     fn info(&self) -> NodeInfo {
         let databases = self
-            .log
-            .database_names()
-            .into_iter()
-            .filter_map(|name| {
-                let head = self.log.existing(&name).ok()?.head();
+            .heads()
+            .map(|(name, head)| {
                 let status = DatabaseStatus {
                     txid: format!("{:016x}", head.txid.0),
                     checksum: format!("{:016x}", head.post_apply_checksum.0),
                     lag_ms: self.node.database_lag_ms(&name),
                 };
-                Some((name, status))
+                (name, status)
             })
             .collect();
         NodeInfo {
@@ -125,6 +155,10 @@ impl Service for LogService {
                 .map(|hostname| PrimaryRef { hostname }),
             databases,
         }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render(&self.sample())
     }
 
     fn handoff(&self, node_id: u64) -> BoxFuture<'_, Result<(), Refusal>> {
@@ -348,4 +382,9 @@ impl futures_core::Stream for ReceiverStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
+}
+
+/// A duration of `ms` milliseconds (none if negative).
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

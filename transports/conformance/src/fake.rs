@@ -85,6 +85,8 @@ impl FakeService {
     pub const CLUSTER_ID: &'static str = "LFSC0000000000000001";
     /// The lease epoch the fake answers with.
     pub const EPOCH: u64 = 42;
+    /// What it answers for metrics.
+    pub const METRICS: &'static str = "# TYPE fake_metric gauge\nfake_metric 1\n";
     /// The extensions the fake says are in use.
     pub const FEATURES: Features = Features {
         range_files: true,
@@ -215,5 +217,9 @@ impl Service for FakeService {
         Box::pin(std::future::ready(
             answer.unwrap_or(Ok(Promotion::HandedOff)),
         ))
+    }
+
+    fn metrics(&self) -> String {
+        FakeService::METRICS.to_string()
     }
 }

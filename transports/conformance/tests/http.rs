@@ -1,6 +1,6 @@
 //! The conformance suite against the HTTP transport in cleartext, over TLS with a token, and over
 //! mTLS; the HTTP-specific refusals: wrong certificates and missing or wrong tokens; and the
-//! HTTP-only calls: `POST /promote` and `/handoff`'s node ID query.
+//! HTTP-only calls: `POST /promote`, `/handoff`'s node ID query, and `GET /metrics`.
 
 mod common;
 
@@ -464,14 +464,37 @@ async fn promote_answers_round_trip_over_mtls() {
 
 /// Sends `POST <path>` over cleartext HTTP/1.1 and returns the response, lowercased.
 async fn post_http1(addr: SocketAddr, path: &str) -> String {
+    request_http1(addr, "POST", path).await.to_lowercase()
+}
+
+/// Sends `<method> <path>` over cleartext HTTP/1.1 and returns the response.
+async fn request_http1(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     tcp.read_to_end(&mut response).await.unwrap();
-    String::from_utf8(response).unwrap().to_lowercase()
+    String::from_utf8(response).unwrap()
+}
+
+/// `GET /metrics` serves the service's metrics as Prometheus's text format, as LiteFS does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_as_prometheus_text() {
+    let server = Http::cleartext()
+        .server(FakeService::new(), localhost())
+        .await;
+    let response = request_http1(server.local_addr(), "GET", "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response
+            .to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{response}"
+    );
+    assert!(response.ends_with(FakeService::METRICS), "{response}");
+    server.shutdown().await;
 }
 
 /// `POST /handoff` takes the node ID as LiteFS sends it, `nodeID=` and up to 16 hex digits,

@@ -1,5 +1,5 @@
-//! The HTTP server: `POST /stream` and `GET /info` over a [`Service`], in cleartext or TLS, with
-//! an optional token.
+//! The HTTP server: `POST /stream`, `GET /info` and `GET /metrics` over a [`Service`], in
+//! cleartext or TLS, with an optional token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +34,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(1);
 /// The ALPN protocols the server offers over TLS, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The `Content-Type` of `GET /metrics`: Prometheus's text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -264,6 +267,14 @@ async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) ->
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(full(service.metrics()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
             );
             response
         }

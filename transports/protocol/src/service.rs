@@ -147,6 +147,8 @@ pub trait Service: Send + Sync + 'static {
     /// On a candidate replica: asks the primary to hand its lease to this node (LiteFS's
     /// `POST /promote`).
     fn promote(&self) -> BoxFuture<'_, Result<Promotion, Refusal>>;
+    /// This node's metrics in Prometheus's text exposition format (`GET /metrics` over HTTP).
+    fn metrics(&self) -> String;
 }
 
 /// Why a replica could not subscribe.
