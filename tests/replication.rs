@@ -48,12 +48,13 @@ fn assert_identical(primary: &Node, replica: &Node, db: &str) {
     primary.sqlite(db, "PRAGMA wal_checkpoint(TRUNCATE);");
     wait_caught_up(primary, replica, db);
     let ours = std::fs::read(primary.backing_db(db)).unwrap();
-    let theirs = std::fs::read(replica.backing_db(db)).unwrap();
-    assert!(
-        ours == theirs,
-        "{db}: the replica's database ({} bytes) differs from the primary's ({} bytes)",
-        theirs.len(),
-        ours.len()
+    // A replica puts a snapshot in its log before it writes the database file (under SQLite's
+    // locks, which this read does not take), so its position can lead its file for a moment.
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{db}: the replica's database equals the primary's"),
+        &[primary, replica],
+        || std::fs::read(replica.backing_db(db)).unwrap_or_default() == ours,
     );
     assert_eq!(replica.sqlite(db, "PRAGMA integrity_check;").trim(), "ok");
 }
@@ -61,6 +62,24 @@ fn assert_identical(primary: &Node, replica: &Node, db: &str) {
 /// How many snapshots the replica applied, from its log.
 fn snapshots_applied(replica: &Node) -> usize {
     replica.daemon_log().matches("snapshot applied").count()
+}
+
+/// Waits until the replica has logged `count` applied snapshots, and checks it logged no more.
+/// The line follows the position by a moment: a snapshot is put in the log first, then written
+/// to the database file, then logged as applied.
+fn wait_for_snapshots(replica: &Node, count: usize) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("the replica has applied {count} snapshots"),
+        &[replica],
+        || snapshots_applied(replica) >= count,
+    );
+    assert_eq!(
+        snapshots_applied(replica),
+        count,
+        "{}",
+        replica.daemon_log()
+    );
 }
 
 fn ten_one_mib_blobs_written_on_the_primary_are_read_back_on_the_replica(transport: Transport) {
@@ -190,8 +209,9 @@ fn a_restarted_replica_resumes_without_a_snapshot(transport: Transport) {
         primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
     }
     wait_caught_up(&primary, &replica, db);
-    let before = snapshots_applied(&replica);
-    assert_eq!(before, 1, "one snapshot brings a new replica up");
+    // One snapshot brings a new replica up.
+    wait_for_snapshots(&replica, 1);
+    let before = 1;
     // Killed while the primary keeps writing.
     let writer = std::thread::scope(|scope| {
         let writes = scope.spawn(|| {
@@ -241,12 +261,7 @@ fn a_replica_behind_retention_gets_a_snapshot(transport: Transport) {
     let before = snapshots_applied(&replica);
     replica.start();
     wait_caught_up(&primary, &replica, db);
-    assert_eq!(
-        snapshots_applied(&replica),
-        before + 1,
-        "{}",
-        replica.daemon_log()
-    );
+    wait_for_snapshots(&replica, before + 1);
     assert_identical(&primary, &replica, db);
 }
 
@@ -279,12 +294,7 @@ fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted(transport: Trans
     let before = snapshots_applied(&replica);
     replica.start();
     wait_caught_up(&primary, &replica, db);
-    assert_eq!(
-        snapshots_applied(&replica),
-        before + 1,
-        "{}",
-        replica.daemon_log()
-    );
+    wait_for_snapshots(&replica, before + 1);
     assert_eq!(
         replica.sqlite(db, "SELECT group_concat(v) FROM t;").trim(),
         "0,1,2,3,4,real"
@@ -292,12 +302,13 @@ fn a_diverged_replica_is_detected_by_checksum_and_resnapshotted(transport: Trans
     assert_identical(&primary, &replica, db);
 }
 
-fn status_primary_and_lag_files_show_each_nodes_role(transport: Transport) {
+fn status_metrics_primary_and_lag_files_show_each_nodes_role(transport: Transport) {
     let primary = Node::primary_over(transport);
     let replica = Node::replica_of(&primary);
     let db = "status.db";
     primary.sqlite(db, "CREATE TABLE t(v); INSERT INTO t VALUES (1);");
     wait_caught_up(&primary, &replica, db);
+    assert_metrics_show_each_nodes_role(&primary, &replica, db);
 
     let text = primary.ltxd(&["status", "--url", &primary.url]);
     assert!(text.contains("role:      primary (candidate)"), "{text}");
@@ -345,19 +356,13 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn metrics_count_commits_and_show_each_nodes_role(transport: Transport) {
-    let primary = Node::primary_over(transport);
-    let replica = Node::replica_of(&primary);
-    let db = "metrics.db";
-    primary.sqlite(db, "PRAGMA journal_mode=wal; CREATE TABLE t(v);");
-    for i in 0..5 {
-        primary.sqlite(db, &format!("INSERT INTO t VALUES ({i});"));
-    }
-    wait_caught_up(&primary, &replica, db);
-    let txid = u64::from_str_radix(&pos(&primary, db)[..16], 16).unwrap() as f64;
+/// `/metrics` on both nodes, once the replica has caught up in `db`: each node's role, the
+/// TXID on both, and on the primary a commit counted for every transaction in its log.
+fn assert_metrics_show_each_nodes_role(primary: &Node, replica: &Node, db: &str) {
+    let txid = u64::from_str_radix(&pos(primary, db)[..16], 16).unwrap() as f64;
     let series = |name: &str| format!("{name}{{db=\"{db}\"}}");
 
-    let ours = metrics(&primary);
+    let ours = metrics(primary);
     assert_eq!(metric(&ours, "litefs_is_primary"), Some(1.0), "{ours}");
     assert_eq!(metric(&ours, "litefs_db_count"), Some(1.0), "{ours}");
     assert_eq!(
@@ -376,11 +381,11 @@ fn metrics_count_commits_and_show_each_nodes_role(transport: Transport) {
         Some(txid),
         "{ours}"
     );
-    let wal_writes = metric(&ours, &series("litefs_db_wal_write_count")).unwrap_or(0.0);
-    assert!(wal_writes >= 6.0, "{ours}");
+    let journal_writes = metric(&ours, &series("litefs_db_journal_write_count")).unwrap_or(0.0);
+    assert!(journal_writes >= txid, "{ours}");
     assert!(metric(&ours, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0));
 
-    let theirs = metrics(&replica);
+    let theirs = metrics(replica);
     assert_eq!(metric(&theirs, "litefs_is_primary"), Some(0.0), "{theirs}");
     assert_eq!(
         metric(&theirs, &series("litefs_db_txid")),
@@ -477,6 +482,5 @@ over_each_transport!(
     a_restarted_replica_resumes_without_a_snapshot,
     a_replica_behind_retention_gets_a_snapshot,
     a_diverged_replica_is_detected_by_checksum_and_resnapshotted,
-    status_primary_and_lag_files_show_each_nodes_role,
-    metrics_count_commits_and_show_each_nodes_role,
+    status_metrics_primary_and_lag_files_show_each_nodes_role,
 );
