@@ -200,6 +200,7 @@ class Daemon:
         extra="",
         prefix=(),
         http_extra="",
+        fuse_extra="",
     ):
         """A primary serving on `http_host:http_port`, or a replica of `primary_url` when it is
         given, on a static lease; or a node with the `lease:` section `lease` (indented lines).
@@ -220,7 +221,8 @@ class Daemon:
             f.write(
                 "fuse:\n"
                 f"  dir: {self.mnt}\n"
-                "data:\n"
+                + fuse_extra
+                + "data:\n"
                 f"  dir: {self.data}\n"
                 "http:\n"
                 f"  addr: {http_host}:{http_port}\n"
@@ -324,7 +326,8 @@ def run_plain(base, mode, sync, args):
 
 def run_mount(base, mode, sync, args):
     root = tempfile.mkdtemp(prefix="mount-", dir=base)
-    daemon = Daemon(args.ltxd, root)
+    fuse_extra = f"  busy-poll: {args.busy_poll}\n" if args.busy_poll else ""
+    daemon = Daemon(args.ltxd, root, fuse_extra=fuse_extra)
     try:
         t0 = time.perf_counter()
         daemon.start()
@@ -368,6 +371,8 @@ def main():
                    help="comma-separated MODE/SYNCHRONOUS list")
     p.add_argument("--storages", default=",".join(STORAGES))
     p.add_argument("--command", default=None, help="the command line to record")
+    p.add_argument("--busy-poll", default=None,
+                   help="fuse.busy-poll for the mount (e.g. 1ms); off by default")
     args = p.parse_args()
     args.ltxd = os.path.abspath(args.ltxd)
 
@@ -417,6 +422,7 @@ def main():
             "repeats": args.repeats,
             "order": "per repeat: plain then mount, alternating",
             "connections": 1,
+            "fuse_busy_poll": args.busy_poll or "off",
         },
         "storage": storage_info,
         "uptime_before": sh("uptime"),

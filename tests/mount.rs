@@ -56,31 +56,95 @@ fn run_concurrently(node: &Node, db: &str, scripts: Vec<String>) {
     });
 }
 
+/// Three processes run random scripts at once in journal mode `mode`, then VACUUM and more; the
+/// database stays intact and the log matches it.
+fn concurrent_processes_in(mode: &str, node: &mut Node, seed: u64) {
+    let db = "app.db";
+    node.sqlite(db, &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);"));
+    let mut rng = Rng(seed);
+    // Rollback journal modes are per connection: every script sets its own.
+    let pragma = format!("PRAGMA journal_mode={mode};\n");
+    let scripts = (0..3)
+        .map(|_| pragma.clone() + &random_script(&mut rng, 12))
+        .collect();
+    run_concurrently(node, db, scripts);
+    node.sqlite(db, &format!("{pragma}VACUUM;"));
+    node.sqlite(db, &(pragma.clone() + &random_script(&mut rng, 5)));
+    assert_eq!(
+        node.sqlite(db, "PRAGMA integrity_check;").trim(),
+        "ok",
+        "{mode}"
+    );
+    node.stop();
+    node.check_log_matches_database(db);
+}
+
 #[test]
 fn every_journal_mode_with_concurrent_processes() {
     for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "WAL"]
         .into_iter()
         .enumerate()
     {
+        concurrent_processes_in(mode, &mut Node::primary(), 0x1234 + i as u64);
+    }
+}
+
+/// A blocking lock request (`F_SETLKW`) waits without holding up the mount: the unlock that lets
+/// it in is served even when one thread serves every request (`fuse.busy-poll`).
+#[test]
+fn a_blocking_lock_is_granted_when_its_holder_unlocks() {
+    let mut node = Node::primary();
+    node.stop();
+    node.edit_config(|text| text.replacen("fuse:\n", "fuse:\n  busy-poll: 1ms\n", 1));
+    node.start();
+    node.sqlite("lock.db", "CREATE TABLE t(x);");
+    let path = node.path("lock.db");
+    let lock = |then: &str| {
+        format!(
+            "import fcntl, sys, time\nf = open(sys.argv[1], 'r+b')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\n{then}"
+        )
+    };
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &lock("time.sleep(1)\nfcntl.lockf(f, fcntl.LOCK_UN)\n"),
+        ])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n");
+    // Blocks until the holder unlocks; before this change, it failed after 30 s instead.
+    let waiter = std::process::Command::new("python3")
+        .args(["-c", &lock("")])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        waiter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waiter.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&waiter.stdout), "locked\n");
+    assert!(holder.wait().unwrap().success());
+}
+
+/// `fuse.busy-poll` changes how requests are read, not what they do.
+#[test]
+fn concurrent_processes_with_busy_polling() {
+    for (i, mode) in ["DELETE", "WAL"].into_iter().enumerate() {
         let mut node = Node::primary();
-        let db = "app.db";
-        node.sqlite(db, &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);"));
-        let mut rng = Rng(0x1234 + i as u64);
-        // Rollback journal modes are per connection: every script sets its own.
-        let pragma = format!("PRAGMA journal_mode={mode};\n");
-        let scripts = (0..3)
-            .map(|_| pragma.clone() + &random_script(&mut rng, 12))
-            .collect();
-        run_concurrently(&node, db, scripts);
-        node.sqlite(db, &format!("{pragma}VACUUM;"));
-        node.sqlite(db, &(pragma.clone() + &random_script(&mut rng, 5)));
-        assert_eq!(
-            node.sqlite(db, "PRAGMA integrity_check;").trim(),
-            "ok",
-            "{mode}"
-        );
         node.stop();
-        node.check_log_matches_database(db);
+        node.edit_config(|text| text.replacen("fuse:\n", "fuse:\n  busy-poll: 1ms\n", 1));
+        node.start();
+        assert!(node.daemon_log().contains("busy polling the FUSE device"));
+        concurrent_processes_in(mode, &mut node, 0x5678 + i as u64);
     }
 }
 

@@ -21,6 +21,7 @@ fn open_fs(data: &Path) -> (Arc<Log>, LtxdFs) {
             node_id: 7,
         },
         metrics: Arc::new(Metrics::new()),
+        busy_poll: std::time::Duration::ZERO,
     };
     let fs = LtxdFs::new(options, Arc::clone(&log)).unwrap();
     (log, fs)

@@ -147,6 +147,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             node_id: node.node_id,
         },
         metrics: Arc::clone(&metrics),
+        busy_poll: busy_poll(config.fuse.busy_poll),
     };
     let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
     // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
@@ -463,4 +464,15 @@ fn listen_address(addr: &str) -> String {
         Some(port) => format!("0.0.0.0:{port}"),
         None => addr.to_string(),
     }
+}
+
+/// `fuse.busy-poll`, or zero on a machine with one CPU, where a polling thread would take the
+/// CPU from the application it waits for.
+fn busy_poll(configured: Duration) -> Duration {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if !configured.is_zero() && cpus < 2 {
+        tracing::warn!("fuse.busy-poll is ignored: this machine has one CPU");
+        return Duration::ZERO;
+    }
+    configured
 }

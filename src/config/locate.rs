@@ -33,7 +33,7 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
         "data",
         &["dir", "compress", "retention", "retention-monitor-interval"],
     ),
-    ("fuse", &["dir", "allow-other", "debug"]),
+    ("fuse", &["dir", "allow-other", "debug", "busy-poll"]),
     (
         "http",
         &[
@@ -472,7 +472,7 @@ proxy: {addr: ':8080'}
     #[test]
     fn schema_sections_match_fields() {
         assert_eq!(
-            section_with_fields(&["dir", "allow-other", "debug"]),
+            section_with_fields(&["dir", "allow-other", "debug", "busy-poll"]),
             Some("fuse")
         );
         assert_eq!(

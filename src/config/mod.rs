@@ -162,6 +162,10 @@ pub struct FuseConfig {
     /// Log every FUSE operation.
     #[serde(deserialize_with = "de::or_default")]
     pub debug: bool,
+    /// How long the FUSE device is polled without blocking after a request (an ltxd
+    /// extension); zero, the default, blocks.
+    #[serde(deserialize_with = "de::duration")]
+    pub busy_poll: Duration,
 }
 
 impl Default for FuseConfig {
@@ -170,6 +174,7 @@ impl Default for FuseConfig {
             dir: defaults::FUSE_DIR.to_string(),
             allow_other: false,
             debug: false,
+            busy_poll: Duration::ZERO,
         }
     }
 }

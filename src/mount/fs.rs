@@ -17,6 +17,7 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
+use super::busy_poll::BusyPoll;
 use super::capture::{Capture, CaptureError, CaptureOptions};
 use super::lock_wait::LockWaiters;
 use super::locks::{Holder, LockKind, LockTable};
@@ -45,6 +46,8 @@ pub struct MountOptions {
     pub capture: CaptureOptions,
     /// Where each database's writes and commits are counted.
     pub metrics: Arc<Metrics>,
+    /// `fuse.busy-poll`: how long the FUSE device is polled after a request; zero blocks.
+    pub busy_poll: Duration,
 }
 
 /// The databases known to the mount, by index (inode numbers derive from the index).
@@ -99,6 +102,8 @@ pub struct LtxdFs {
     zero_message_opendir: bool,
     /// Called once the FUSE session has ended, whoever unmounted it.
     on_session_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// The polling switch, with `fuse.busy-poll`.
+    busy_poll: Option<Arc<BusyPoll>>,
 }
 
 fn errno(err: &std::io::Error) -> Errno {
@@ -128,9 +133,22 @@ impl LtxdFs {
         self.on_session_end = Some(Box::new(f));
     }
 
+    /// The polling switch, if `fuse.busy-poll` is set; the mount starts it on the device.
+    pub(super) fn busy_poll(&self) -> Option<Arc<BusyPoll>> {
+        self.busy_poll.clone()
+    }
+
+    /// Tells the polling switch, if any, that a request arrived.
+    fn note_request(&self) {
+        if let Some(busy_poll) = &self.busy_poll {
+            busy_poll.request();
+        }
+    }
+
     /// A file system over the databases of `log`, opening (and recovering) each one.
     pub fn new(options: MountOptions, log: Arc<Log>) -> Result<LtxdFs, CaptureError> {
         let writable = options.writable;
+        let busy_poll = (!options.busy_poll.is_zero()).then(|| BusyPoll::new(options.busy_poll));
         let shared = Shared {
             options,
             log,
@@ -151,6 +169,7 @@ impl LtxdFs {
             gid: daemon_gid(),
             zero_message_opendir: false,
             on_session_end: None,
+            busy_poll,
         };
         for name in fs.shared.log.database_names() {
             fs.shared.open_database(&name)?;
@@ -525,6 +544,7 @@ impl Filesystem for LtxdFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.note_request();
         if parent.0 != ROOT_INO {
             return reply.error(Errno::ENOENT);
         }
@@ -549,6 +569,7 @@ impl Filesystem for LtxdFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.note_request();
         match self.lookup_ino(ino.0) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
@@ -573,6 +594,7 @@ impl Filesystem for LtxdFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.note_request();
         let result = (|| -> Result<FileAttr, Errno> {
             if let Some(size) = size {
                 let (db, kind) = names::from_inode(ino.0).ok_or(Errno::EPERM)?;
@@ -600,6 +622,7 @@ impl Filesystem for LtxdFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.note_request();
         let result = (|| -> Result<(), Errno> {
             if parent.0 != ROOT_INO {
                 return Err(Errno::ENOENT);
@@ -636,6 +659,7 @@ impl Filesystem for LtxdFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.note_request();
         let result = (|| -> Result<(u64, FopenFlags), Errno> {
             if ino.0 == PRIMARY_INO
                 || ino.0 == LAG_INO
@@ -676,6 +700,7 @@ impl Filesystem for LtxdFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.note_request();
         let result = (|| -> Result<(FileAttr, u64, FopenFlags), Errno> {
             if parent.0 != ROOT_INO {
                 return Err(Errno::ENOENT);
@@ -731,6 +756,7 @@ impl Filesystem for LtxdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.note_request();
         if let Some(content) = self.virtual_content(ino.0) {
             let start = (offset as usize).min(content.len());
             let end = (start + size as usize).min(content.len());
@@ -764,6 +790,7 @@ impl Filesystem for LtxdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.note_request();
         let result = (|| -> Result<(), Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
             self.check_writable(kind)?;
@@ -824,6 +851,7 @@ impl Filesystem for LtxdFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.note_request();
         // As in `setlk`: captured before the write lock is let go.
         let result = match names::from_inode(ino.0) {
             Some((db, FileKind::Shm)) => {
@@ -850,6 +878,7 @@ impl Filesystem for LtxdFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.note_request();
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -988,6 +1017,7 @@ impl Filesystem for LtxdFs {
         _pid: u32,
         reply: ReplyLock,
     ) {
+        self.note_request();
         let kind = if typ == libc::F_WRLCK {
             LockKind::Write
         } else {
@@ -1022,6 +1052,7 @@ impl Filesystem for LtxdFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        self.note_request();
         let owner = lock_owner.0;
         let shm = names::from_inode(ino.0)
             .filter(|(_, k)| *k == FileKind::Shm)
@@ -1059,28 +1090,65 @@ impl Filesystem for LtxdFs {
                 reply,
             });
         }
-        let attempt = || {
-            self.shared.with_locks(ino.0, |t| {
-                // A checkpoint must not copy frames of a commit that is not in the log yet.
-                let ckpt = shm.is_some() && (start..=end).contains(&WAL_CKPT_LOCK);
-                if ckpt && t.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK) {
-                    return Err(());
-                }
-                t.try_lock(Holder { owner, pid }, start, end, kind)
-                    .map_err(|_| ())
-            })
+        let request = LockRequest {
+            ino: ino.0,
+            holder: Holder { owner, pid },
+            start,
+            end,
+            kind,
+            checkpoint: shm.is_some() && (start..=end).contains(&WAL_CKPT_LOCK),
         };
-        let granted = if sleep {
-            self.shared
-                .lock_changes
-                .wait_for(Duration::from_secs(30), attempt)
-        } else {
-            attempt()
-        };
-        match granted {
-            Ok(()) => reply.ok(),
-            Err(()) => reply.error(Errno::EAGAIN),
+        if self.shared.try_lock(&request).is_ok() {
+            return reply.ok();
         }
+        if !sleep {
+            return reply.error(Errno::EAGAIN);
+        }
+        // F_SETLKW waits on a thread of its own: the request that lets it in (an unlock, a
+        // close) must still be served, however few threads serve the mount.
+        let shared = Arc::clone(&self.shared);
+        let waiting = std::thread::Builder::new()
+            .name("lock-wait".into())
+            .spawn(move || {
+                let granted = shared
+                    .lock_changes
+                    .wait_for(Duration::from_secs(30), || shared.try_lock(&request));
+                match granted {
+                    Ok(()) => reply.ok(),
+                    Err(()) => reply.error(Errno::EAGAIN),
+                }
+            });
+        if let Err(err) = waiting {
+            // The request's reply went with the closure, which answers EIO when dropped.
+            tracing::warn!(%err, "cannot wait for a lock: refused");
+        }
+    }
+}
+
+/// A lock request, as [`Shared::try_lock`] takes it.
+struct LockRequest {
+    ino: u64,
+    holder: Holder,
+    start: u64,
+    end: u64,
+    kind: LockKind,
+    /// True if it covers the WAL index's checkpoint lock.
+    checkpoint: bool,
+}
+
+impl Shared {
+    /// Takes `request`'s lock if nothing holds it against it. A checkpoint must not copy frames
+    /// of a commit that is not in the log yet, so the checkpoint lock waits for the WAL write
+    /// lock's holder.
+    fn try_lock(&self, request: &LockRequest) -> Result<(), ()> {
+        let owner = request.holder.owner;
+        self.with_locks(request.ino, |t| {
+            if request.checkpoint && t.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK) {
+                return Err(());
+            }
+            t.try_lock(request.holder, request.start, request.end, request.kind)
+                .map_err(|_| ())
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 //! the log.
 
 mod apply;
+mod busy_poll;
 mod capture;
 mod fs;
 mod lock_wait;

@@ -1,10 +1,12 @@
 //! Mounting and unmounting: the FUSE session's life, and clearing a mount a crash left behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fuser::{Config, MountOption, SessionACL};
 
+use super::busy_poll::BusyPoll;
 use super::LtxdFs;
 
 /// How long an unmount waits for applications to close their files before it detaches the
@@ -14,13 +16,14 @@ const UNMOUNT_WAIT: Duration = Duration::from_secs(2);
 /// A mounted file system, served by background threads until it is unmounted.
 pub struct Mounted {
     session: fuser::BackgroundSession,
+    busy_poll: Option<Arc<BusyPoll>>,
     dir: PathBuf,
     /// The FUSE connection's number (the mount's device minor), to abort it.
     connection: Option<u32>,
 }
 
 impl Mounted {
-    /// Mounts `fs` at `dir`, serving requests on `threads` threads.
+    /// Mounts `fs` at `dir`, serving requests on `threads` threads (one with busy polling).
     pub fn mount(
         fs: LtxdFs,
         dir: &Path,
@@ -39,17 +42,29 @@ impl Mounted {
         } else {
             SessionACL::Owner
         };
-        config.n_threads = Some(threads.max(1));
+        let busy_poll = fs.busy_poll();
+        // A polling thread takes every request it can, so more threads would only be woken for
+        // nothing: with busy polling, one thread serves.
+        config.n_threads = Some(if busy_poll.is_some() {
+            1
+        } else {
+            threads.max(1)
+        });
         config.clone_fd = true;
         let applier = fs.applier();
         let session = fuser::Session::new(fs, dir, &config)?;
         applier.set_notifier(session.notifier());
+        if let Some(busy_poll) = &busy_poll {
+            busy_poll.start(std::os::fd::AsFd::as_fd(&session))?;
+            tracing::info!(window = ?busy_poll.window(), "busy polling the FUSE device");
+        }
         let session = session.spawn()?;
         let connection = std::fs::metadata(dir)
             .ok()
             .map(|meta| libc::minor(std::os::unix::fs::MetadataExt::dev(&meta)));
         Ok(Mounted {
             session,
+            busy_poll,
             dir: dir.to_path_buf(),
             connection,
         })
@@ -88,6 +103,9 @@ impl Mounted {
                 }
                 Err(err) => return Err(err),
             }
+        }
+        if let Some(busy_poll) = &self.busy_poll {
+            busy_poll.stop();
         }
         // The kernel has ended the session; fuser's own unmount then finds nothing to do.
         self.session.join()
