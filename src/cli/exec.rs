@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ltxd::config::ExecConfig;
+use ltxd::config::{machine_hostname, process_env, Env, ExecConfig};
 
 /// How often the runner looks at the node's readiness and at its running command.
 const POLL: Duration = Duration::from_millis(20);
@@ -130,7 +130,7 @@ fn run(shared: &Shared, lines: &[Vec<String>], ready: impl Fn() -> bool) -> Opti
             let Some((program, args)) = line.split_first() else {
                 continue;
             };
-            match Command::new(program).args(args).spawn() {
+            match command(program, args, &process_env).spawn() {
                 Ok(child) => {
                     tracing::info!(pid = child.id(), command = ?line, "exec: started");
                     *running = Some(child);
@@ -152,6 +152,19 @@ fn run(shared: &Shared, lines: &[Vec<String>], ready: impl Fn() -> bool) -> Opti
         last = Some(status);
     }
     last
+}
+
+/// The command line `program args`, with `HOSTNAME` set to the machine's hostname when `env`
+/// has it unset or empty, as LiteFS sets it for the processes it starts.
+fn command(program: &str, args: &[String], env: Env<'_>) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    if env("HOSTNAME").is_none_or(|name| name.is_empty()) {
+        if let Some(name) = machine_hostname() {
+            command.env("HOSTNAME", name);
+        }
+    }
+    command
 }
 
 /// Waits for the running command, reaping it under the lock.
@@ -224,6 +237,24 @@ mod tests {
         let status = exec.wait().unwrap();
         assert_eq!(exit_code(status), 3);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "first\none\ntwo\n");
+    }
+
+    #[test]
+    fn hostname_is_set_for_commands_only_when_unset() {
+        let hostname = |command: &Command| {
+            command
+                .get_envs()
+                .find(|(name, _)| *name == "HOSTNAME")
+                .and_then(|(_, value)| value)
+                .map(|value| value.to_string_lossy().into_owned())
+        };
+        let args = ["-c".to_string(), "true".to_string()];
+        let unset = command("sh", &args, &|_| None);
+        assert_eq!(hostname(&unset), machine_hostname());
+        let empty = command("sh", &args, &|_| Some(String::new()));
+        assert_eq!(hostname(&empty), machine_hostname());
+        let set = command("sh", &args, &|_| Some("web-1".into()));
+        assert_eq!(hostname(&set), None, "an inherited HOSTNAME is left alone");
     }
 
     #[test]
