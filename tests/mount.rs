@@ -120,7 +120,8 @@ fn a_blocking_lock_is_granted_when_its_holder_unlocks() {
     )
     .unwrap();
     assert_eq!(line, "locked\n");
-    // Blocks until the holder unlocks; before this change, it failed after 30 s instead.
+    // Blocks until the holder unlocks. Were it to wait on the only FUSE thread, the unlock could
+    // not be served, and it would fail with EAGAIN after 30 s.
     let waiter = std::process::Command::new("python3")
         .args(["-c", &lock("")])
         .arg(&path)
