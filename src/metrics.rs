@@ -2,6 +2,7 @@
 //! keep working: counters the mount increments as applications write, gauges sampled from the
 //! node when the endpoint is scraped, and the process collector (CPU, memory, open files).
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -14,6 +15,9 @@ use prometheus::{
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Held while a scrape sets the gauges and encodes them, so that one scrape's reset of the
+    /// per-database gauges never empties another's output.
+    scrape: Mutex<()>,
     db_count: IntGauge,
     is_primary: IntGauge,
     subscriber_count: IntGauge,
@@ -133,6 +137,7 @@ impl Metrics {
                 "Transactions committed through the mount and appended to the log.",
             ),
             registry,
+            scrape: Mutex::new(()),
         };
         let process = prometheus::process_collector::ProcessCollector::for_self();
         if let Err(err) = metrics.registry.register(Box::new(process)) {
@@ -154,6 +159,7 @@ impl Metrics {
 
     /// Every metric in Prometheus's text format, the gauges set from `sample`.
     pub fn render(&self, sample: &NodeSample) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.db_count
             .set(i64::try_from(sample.databases.len()).unwrap_or(i64::MAX));
         self.is_primary.set(i64::from(sample.is_primary));
