@@ -565,3 +565,25 @@ fn load_reports_the_paths_searched() {
         assert!(msg.contains(&path.display().to_string()), "{msg}");
     }
 }
+
+/// `client-auth` without a server certificate built no TLS before, so the node served cleartext
+/// that authenticated nobody, on every interface. Every transport section refuses it, naming
+/// `cert-file` at its section's line; with the certificate, or under `insecure-dev`, it loads.
+#[test]
+fn client_auth_without_a_server_certificate_is_refused() {
+    for section in ["http", "quic"] {
+        let text = format!(
+            "lease:\n  type: static\n{section}:\n  addr: \":20202\"\n  client-auth: true\n  \
+             ca-file: /etc/ltxd/ca.crt\n"
+        );
+        let key = format!("{section}.cert-file");
+        let err = assert_error(&text, &key, 3);
+        assert_eq!(err.key(), Some(key.as_str()), "{err}");
+        assert!(err.to_string().contains("authenticates nobody"), "{err}");
+
+        let with_cert =
+            format!("{text}  cert-file: /etc/ltxd/node.crt\n  key-file: /etc/ltxd/node.key\n");
+        parse(&with_cert).unwrap();
+        parse(&format!("{text}  insecure-dev: true\n")).unwrap();
+    }
+}

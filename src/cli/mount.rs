@@ -19,7 +19,7 @@ use ltxd::node::{ClusterIdFile, EpochFile, NodeDriver, NodeParts};
 use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
-use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
+use ltxd_transport_security::{client_config, server_config, server_tls, TlsFiles, Token};
 
 /// `ltxd mount` arguments.
 #[derive(Args)]
@@ -210,15 +210,19 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         metrics,
         runtime.handle().clone(),
     ));
+    let security = http_security(&config)?;
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(http_listen_address(&config)))
+        .block_on(tokio::net::TcpListener::bind(http_listen_address(
+            &config,
+            security.authenticates(),
+        )))
         .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
     let server = {
         let _guard = runtime.enter();
         ltxd_http::serve(
             listener,
             Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
-            http_security(&config)?,
+            security,
         )?
     };
     tracing::info!(addr = %server.local_addr(), "serving replication over HTTP");
@@ -409,14 +413,9 @@ fn http_security(config: &Config) -> anyhow::Result<ltxd_http::HttpSecurity> {
     let tls = if security.cert_file.is_empty() && !security.insecure_dev {
         None
     } else {
-        Some(Arc::new(
-            server_config(&tls_files(&security)).context("http.cert-file")?,
-        ))
+        Some(server_tls(&tls_files(&security)).context("http.cert-file")?)
     };
-    Ok(ltxd_http::HttpSecurity {
-        tls,
-        token: token("http", &security)?,
-    })
+    Ok(ltxd_http::HttpSecurity::new(tls, token("http", &security)?))
 }
 
 /// How this node reaches an HTTP primary: with TLS when `http.ca-file` (or `insecure-dev`) is
@@ -434,13 +433,13 @@ fn http_connector(config: &Config) -> anyhow::Result<ltxd_http::HttpConnector> {
     ))
 }
 
-/// Where the HTTP API listens. Without authentication (`http.token`, or `http.client-auth`
-/// with TLS) and without the explicit `http.insecure-cleartext: true`, only on loopback: no
-/// replication or control endpoint is open to anyone who can reach the port unless the
-/// configuration says so.
-fn http_listen_address(config: &Config) -> String {
+/// Where the HTTP API listens. When the server that was built authenticates nobody (no token,
+/// no TLS that verifies client certificates) and without the explicit
+/// `http.insecure-cleartext: true`, only on loopback: no replication or control endpoint is
+/// open to anyone who can reach the port unless the configuration says so.
+fn http_listen_address(config: &Config, authenticated: bool) -> String {
     let addr = listen_address(&config.http.addr);
-    if config.http.insecure_cleartext || config.http.security().authenticates() {
+    if config.http.insecure_cleartext || authenticated {
         return addr;
     }
     let port = addr.rsplit(':').next().unwrap_or("20202");

@@ -211,8 +211,8 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "de::or_default")]
     pub token_env: String,
     /// Serve the HTTP API without authentication on every interface, as LiteFS does (an
-    /// explicit opt-in). Without it and without `token` or `client-auth`, the API listens on
-    /// loopback only.
+    /// explicit opt-in). Without it, and unless the server built authenticates (a token, or TLS
+    /// with `client-auth`), the API listens on loopback only.
     #[serde(deserialize_with = "de::or_default")]
     pub insecure_cleartext: bool,
 }
@@ -252,18 +252,6 @@ pub struct SecurityConfig {
     pub token: String,
     /// `token-env`.
     pub token_env: String,
-}
-
-impl SecurityConfig {
-    /// True when requests must authenticate (a token, or a client certificate).
-    pub fn authenticates(&self) -> bool {
-        !self.token.is_empty() || !self.token_env.is_empty() || self.client_auth
-    }
-
-    /// True when TLS material is configured.
-    pub fn has_tls(&self) -> bool {
-        !self.cert_file.is_empty() || !self.ca_file.is_empty() || self.insecure_dev
-    }
 }
 
 /// Defines `security()` for a section with the TLS and authentication keys.

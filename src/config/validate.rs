@@ -75,6 +75,14 @@ impl Config {
                     "required with client-auth: it verifies the client certificates",
                 );
             }
+            if security.client_auth && security.cert_file.is_empty() && !security.insecure_dev {
+                return fail(
+                    &format!("{section}.cert-file"),
+                    "required with client-auth: client certificates are verified in a TLS \
+                     handshake, and without cert-file and key-file (or insecure-dev) this node \
+                     would serve cleartext that authenticates nobody",
+                );
+            }
             if security.cert_file.is_empty() != security.key_file.is_empty() {
                 return fail(
                     &format!("{section}.key-file"),

@@ -14,7 +14,7 @@ use ltxd_protocol::{
     BoxFuture, Checksum, ConnectError, Connector, Pos, Promotion, Refusal, Service, TxId,
 };
 use ltxd_transport_conformance as conformance;
-use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
+use ltxd_transport_security::{client_config, server_tls, TlsFiles, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "correct horse battery staple";
@@ -43,10 +43,10 @@ impl Http {
             ..pki.client()
         };
         Http {
-            server: HttpSecurity {
-                tls: Some(Arc::new(server_config(&pki.server(false)).unwrap())),
-                token: Some(token(TOKEN)),
-            },
+            server: HttpSecurity::new(
+                Some(server_tls(&pki.server(false)).unwrap()),
+                Some(token(TOKEN)),
+            ),
             client_tls: Some(client_config(&client).unwrap()),
             client_token: Some(token(TOKEN)),
         }
@@ -55,10 +55,7 @@ impl Http {
     /// mTLS with certificate files, and no token.
     fn mtls(pki: &Pki) -> Http {
         Http {
-            server: HttpSecurity {
-                tls: Some(Arc::new(server_config(&pki.server(true)).unwrap())),
-                token: None,
-            },
+            server: HttpSecurity::new(Some(server_tls(&pki.server(true)).unwrap()), None),
             client_tls: Some(client_config(&pki.client()).unwrap()),
             client_token: None,
         }
@@ -262,10 +259,7 @@ async fn a_wrong_or_missing_token_is_refused_with_401() {
     let pki = Pki::new();
     let with_tls = Http::tls_with_token(&pki);
     let cleartext = Http {
-        server: HttpSecurity {
-            tls: None,
-            token: Some(token(TOKEN)),
-        },
+        server: HttpSecurity::new(None, Some(token(TOKEN))),
         ..Http::cleartext()
     };
     for http in [with_tls, cleartext] {
@@ -520,4 +514,41 @@ async fn a_handoff_without_a_valid_node_id_is_a_bad_request() {
     assert!(response.starts_with("http/1.1 200"), "{response}");
     assert_eq!(service.handoffs(), [0xab]);
     server.shutdown().await;
+}
+
+/// Whether a server authenticates its peers follows from what was built, never from a flag: a
+/// token, or TLS that verifies client certificates. `ltxd mount` opens the API beyond loopback
+/// only when it does (docs/http-security.md has the table of combinations).
+#[test]
+fn a_server_authenticates_only_with_a_token_or_verified_client_certificates() {
+    let pki = Pki::new();
+    let tls = |client_auth| Some(server_tls(&pki.server(client_auth)).unwrap());
+    let flag_without_tls = HttpSecurity {
+        tls_verifies_clients: true,
+        ..HttpSecurity::default()
+    };
+    let rows = [
+        ("cleartext", HttpSecurity::new(None, None), false),
+        (
+            "cleartext, token",
+            HttpSecurity::new(None, Some(token(TOKEN))),
+            true,
+        ),
+        ("TLS", HttpSecurity::new(tls(false), None), false),
+        (
+            "TLS, token",
+            HttpSecurity::new(tls(false), Some(token(TOKEN))),
+            true,
+        ),
+        ("mTLS", HttpSecurity::new(tls(true), None), true),
+        (
+            "mTLS, token",
+            HttpSecurity::new(tls(true), Some(token(TOKEN))),
+            true,
+        ),
+        ("a client-auth flag without TLS", flag_without_tls, false),
+    ];
+    for (name, security, authenticates) in rows {
+        assert_eq!(security.authenticates(), authenticates, "{name}");
+    }
 }

@@ -5,13 +5,11 @@
 mod common;
 mod logs;
 
-use std::sync::Arc;
-
 use common::Pki;
 use conformance::FakeService;
 use ltxd_http::{serve, HttpConnector, HttpSecurity};
 use ltxd_transport_conformance as conformance;
-use ltxd_transport_security::{client_config, server_config, TlsFiles, Token};
+use ltxd_transport_security::{client_config, server_tls, TlsFiles, Token};
 
 /// Starts a server secured by `security` on 127.0.0.1, subscribes through `client` once, and
 /// shuts the server down.
@@ -38,19 +36,16 @@ async fn refusals_are_logged_with_the_peer_and_why_but_never_the_token() {
         ..pki.client()
     };
     let client_tls = client_config(&anonymous).unwrap();
-    let with_token = HttpSecurity {
-        tls: Some(Arc::new(server_config(&pki.server(false)).unwrap())),
-        token: Some(Token::new(right).unwrap()),
-    };
+    let with_token = HttpSecurity::new(
+        Some(server_tls(&pki.server(false)).unwrap()),
+        Some(Token::new(right).unwrap()),
+    );
     for presented in [Some(wrong), None, Some(right)] {
         let token = presented.map(|secret| Token::new(secret).unwrap());
         let client = HttpConnector::with_security(Some(client_tls.clone()), token);
         subscribe_once(with_token.clone(), client).await;
     }
-    let mtls = HttpSecurity {
-        tls: Some(Arc::new(server_config(&pki.server(true)).unwrap())),
-        token: None,
-    };
+    let mtls = HttpSecurity::new(Some(server_tls(&pki.server(true)).unwrap()), None);
     subscribe_once(mtls, HttpConnector::with_security(Some(client_tls), None)).await;
 
     logs::assert_refusals_logged(

@@ -17,7 +17,7 @@ use ltxd_protocol::{
     format_node_id, parse_node_id, Features, Promotion, Refusal, Service, StreamRequest,
     StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER, NODE_ID_HEADER,
 };
-use ltxd_transport_security::Token;
+use ltxd_transport_security::{ServerTls, Token};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -54,6 +54,28 @@ pub struct HttpSecurity {
     /// The token every request must present as `Authorization: Bearer <token>`. A request
     /// without it, or with another, is refused with 401 before it reaches the service.
     pub token: Option<Token>,
+    /// True when `tls` was built to refuse clients without a verified certificate
+    /// ([`ServerTls::verifies_clients`]). Ignored without `tls`.
+    pub tls_verifies_clients: bool,
+}
+
+impl HttpSecurity {
+    /// TLS from `ltxd_transport_security::server_tls` (if any) and a token (if any).
+    pub fn new(tls: Option<ServerTls>, token: Option<Token>) -> Self {
+        let tls_verifies_clients = tls.as_ref().is_some_and(|tls| tls.verifies_clients);
+        HttpSecurity {
+            tls: tls.map(|tls| Arc::new(tls.config)),
+            token,
+            tls_verifies_clients,
+        }
+    }
+
+    /// True when every request is authenticated by what the server actually runs: a token, or
+    /// TLS that verifies client certificates. A flag in a configuration file that built no
+    /// TLS authenticates nothing.
+    pub fn authenticates(&self) -> bool {
+        self.token.is_some() || (self.tls.is_some() && self.tls_verifies_clients)
+    }
 }
 
 /// A running server. Dropping it does not stop it; call [`HttpServer::shutdown`].

@@ -13,5 +13,5 @@ mod tls;
 mod token;
 
 pub use error::SecurityError;
-pub use tls::{client_config, server_config, TlsFiles};
+pub use tls::{client_config, server_config, server_tls, ServerTls, TlsFiles};
 pub use token::Token;

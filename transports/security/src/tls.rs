@@ -41,16 +41,34 @@ fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A server's TLS configuration, with what it was built to demand of clients.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// The rustls configuration.
+    pub config: ServerConfig,
+    /// True when `config` was built with a verifier that refuses every client without a
+    /// certificate chaining to `ca-file` (mTLS). Set where the verifier is installed, so a
+    /// transport can decide from what exists whether its peers are authenticated.
+    pub verifies_clients: bool,
+}
+
+/// A server configuration (TLS 1.3, ring, no ALPN: the transport sets its own); see
+/// [`server_tls`], which also says whether it verifies clients.
+pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, SecurityError> {
+    server_tls(files).map(|tls| tls.config)
+}
+
 /// A server configuration (TLS 1.3, ring, no ALPN: the transport sets its own).
 ///
 /// It needs `cert-file` and `key-file`, except under `insecure-dev`, where a missing pair is
 /// replaced by a self-signed one generated now. With `client-auth` it needs `ca-file` and refuses
 /// clients without a certificate that chains to it.
-pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, SecurityError> {
+pub fn server_tls(files: &TlsFiles) -> Result<ServerTls, SecurityError> {
     let provider = crypto_provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let builder = if files.client_auth {
+    let verifies_clients = files.client_auth;
+    let builder = if verifies_clients {
         let ca_file = files.ca_file.as_deref().ok_or(SecurityError::Missing {
             key: "ca-file",
             why: "client-auth verifies client certificates against it",
@@ -62,7 +80,7 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, SecurityError> {
     } else {
         builder.with_no_client_auth()
     };
-    match identity(files, "a TLS server needs a certificate")? {
+    let config = match identity(files, "a TLS server needs a certificate")? {
         Some(Identity {
             cert,
             key,
@@ -70,7 +88,7 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, SecurityError> {
             private_key,
         }) => builder
             .with_single_cert(chain, private_key)
-            .map_err(|source| cert_key_error(cert, key, source)),
+            .map_err(|source| cert_key_error(cert, key, source))?,
         None => {
             tracing::warn!(
                 "insecure-dev: serving TLS with a self-signed certificate generated at start-up; \
@@ -80,9 +98,13 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, SecurityError> {
                 INSECURE_DEV_NAMES.map(str::to_string).to_vec(),
             )?;
             let key = PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der());
-            Ok(builder.with_single_cert(vec![generated.cert.der().clone()], key.into())?)
+            builder.with_single_cert(vec![generated.cert.der().clone()], key.into())?
         }
-    }
+    };
+    Ok(ServerTls {
+        config,
+        verifies_clients,
+    })
 }
 
 /// A client configuration (TLS 1.3, ring, no ALPN: the transport sets its own).
