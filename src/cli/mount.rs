@@ -219,10 +219,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
     let server = {
         let _guard = runtime.enter();
-        ltxd_http::serve(
+        ltxd_http::serve_with_limits(
             listener,
             Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
             security,
+            http_limits(&config),
         )?
     };
     tracing::info!(addr = %server.local_addr(), "serving replication over HTTP");
@@ -416,6 +417,20 @@ fn http_security(config: &Config) -> anyhow::Result<ltxd_http::HttpSecurity> {
         Some(server_tls(&tls_files(&security)).context("http.cert-file")?)
     };
     Ok(ltxd_http::HttpSecurity::new(tls, token("http", &security)?))
+}
+
+/// What HTTP clients may hold, from `http.*`.
+fn http_limits(config: &Config) -> ltxd_http::HttpLimits {
+    let http = &config.http;
+    ltxd_http::HttpLimits {
+        header_read_timeout: http.header_read_timeout,
+        idle_timeout: http.idle_timeout,
+        max_connections: match http.max_connections {
+            0 => ltxd_http::default_max_connections(),
+            n => n,
+        },
+        max_streams_per_peer: http.max_streams_per_peer,
+    }
 }
 
 /// How this node reaches an HTTP primary: with TLS when `http.ca-file` (or `insecure-dev`) is

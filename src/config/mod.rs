@@ -215,6 +215,21 @@ pub struct HttpConfig {
     /// with `client-auth`), the API listens on loopback only.
     #[serde(deserialize_with = "de::or_default")]
     pub insecure_cleartext: bool,
+    /// How long a client may take to send a complete request header, from its connection (or
+    /// the end of its last request); an ltxd extension.
+    #[serde(deserialize_with = "de::http_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight; an ltxd extension.
+    #[serde(deserialize_with = "de::http_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// The most client connections open at once; zero, the default, means 1,024 or half the
+    /// process's descriptor limit, whichever is lower. An ltxd extension.
+    #[serde(deserialize_with = "de::or_default")]
+    pub max_connections: usize,
+    /// The most `/stream` subscriptions one peer address may hold open at once; an ltxd
+    /// extension.
+    #[serde(deserialize_with = "de::http_max_streams_per_peer")]
+    pub max_streams_per_peer: usize,
 }
 
 impl Default for HttpConfig {
@@ -230,6 +245,10 @@ impl Default for HttpConfig {
             token: String::new(),
             token_env: String::new(),
             insecure_cleartext: false,
+            header_read_timeout: defaults::HTTP_HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::HTTP_IDLE_TIMEOUT,
+            max_connections: 0,
+            max_streams_per_peer: defaults::HTTP_MAX_STREAMS_PER_PEER,
         }
     }
 }
