@@ -7,6 +7,7 @@ mod ltx;
 mod mount;
 mod node_client;
 mod promote;
+mod proxy;
 mod status;
 mod table;
 

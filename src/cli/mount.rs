@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::exec;
+use super::{exec, proxy};
 use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::metrics::Metrics;
@@ -201,6 +201,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("no role after {ROLE_WAIT:?}: mounting read-only until the lease decides");
     }
 
+    let proxy_server = proxy::start(
+        &config,
+        &runtime,
+        &node,
+        &log,
+        &connector,
+        metrics.registry().clone(),
+    )?;
     let service = Arc::new(LogService::new(
         Arc::clone(&log),
         Arc::clone(&node),
@@ -276,6 +284,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     // The driver refuses writes and releases the lease, so another node takes over at once.
     let _ = stop_driver.send(true);
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });
+    drop(proxy_server);
     runtime.block_on(server.shutdown());
     if let Some(quic) = quic_server {
         runtime.block_on(quic.shutdown());
@@ -346,7 +355,7 @@ fn promote_when_ready(
 }
 
 /// The TLS files of a transport section, as the security crate takes them.
-fn tls_files(security: &SecurityConfig) -> TlsFiles {
+pub(super) fn tls_files(security: &SecurityConfig) -> TlsFiles {
     let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
     TlsFiles {
         cert_file: path(&security.cert_file),
@@ -358,7 +367,7 @@ fn tls_files(security: &SecurityConfig) -> TlsFiles {
 }
 
 /// The shared token of a transport section, if one is set.
-fn token(section: &str, security: &SecurityConfig) -> anyhow::Result<Option<Token>> {
+pub(super) fn token(section: &str, security: &SecurityConfig) -> anyhow::Result<Option<Token>> {
     let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Token::from_settings(
         nonempty(&security.token).as_deref(),

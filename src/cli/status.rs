@@ -48,6 +48,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(cluster) = &info.cluster_id {
         println!("cluster:   {cluster}");
     }
+    if let Some(proxy) = &info.proxy {
+        println!(
+            "proxy:     {} (forwarded {}, waited {}, timed out {})",
+            proxy.addr, proxy.forwarded, proxy.waited, proxy.timed_out
+        );
+    }
     let mut rows = vec![["DATABASE", "TXID", "CHECKSUM", "LAG"]
         .map(String::from)
         .to_vec()];

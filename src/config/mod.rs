@@ -391,6 +391,22 @@ pub struct ProxyConfig {
     /// Server idle-connection timeout.
     #[serde(deserialize_with = "de::proxy_idle_timeout")]
     pub idle_timeout: Duration,
+    /// How replicas send writes to the primary (an ltxd extension).
+    #[serde(deserialize_with = "de::or_default")]
+    pub mode: ProxyMode,
+}
+
+/// `proxy.mode`: how a replica's proxy sends writes to the primary (an ltxd extension).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    /// `fly-replay` when `FLY_APP_NAME` is set (on Fly.io), `forward` elsewhere.
+    #[default]
+    Auto,
+    /// Forward the request to the primary's proxy.
+    Forward,
+    /// Answer with LiteFS's `fly-replay` header.
+    FlyReplay,
 }
 
 impl Default for ProxyConfig {
@@ -408,6 +424,7 @@ impl Default for ProxyConfig {
             read_header_timeout: defaults::PROXY_READ_HEADER_TIMEOUT,
             write_timeout: Duration::ZERO,
             idle_timeout: defaults::PROXY_IDLE_TIMEOUT,
+            mode: ProxyMode::Auto,
         }
     }
 }
