@@ -303,6 +303,44 @@ fn fly_replay_mode_answers_with_litefs_s_header() {
     assert_eq!(stored.trim(), "1");
 }
 
+/// The status line the proxy answers `bytes` with.
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The proxy may answer and close before it has read everything.
+    let _ = stream.write_all(bytes);
+    let mut text = Vec::new();
+    let _ = stream.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let site = Site::start(port, &url, true, Extra::default());
+    assert!(raw(&site.proxy, b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 << 10)
+    );
+    assert!(raw(&site.proxy, huge_header.as_bytes()).starts_with("HTTP/1.1 431"));
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n");
+    let answer = raw(&site.proxy, many.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    let too_big = b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nabc";
+    assert!(raw(&site.proxy, too_big).starts_with("HTTP/1.1 413"));
+    let posted = site.post("still-serving");
+    assert_eq!(posted.status, 201, "{posted:?}");
+}
+
 #[test]
 fn a_dead_application_gives_502_and_a_dead_primary_503() {
     let (mut primary, mut replica) = pair("http", "");
