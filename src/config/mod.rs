@@ -35,6 +35,7 @@ mod effective;
 mod env;
 mod error;
 mod locate;
+pub mod unacted;
 mod validate;
 
 use std::path::{Path, PathBuf};
