@@ -3,11 +3,14 @@
 mod debug;
 mod exec;
 mod log;
+mod logging;
 mod ltx;
 mod mount;
+mod mount_flags;
 mod node_client;
 mod promote;
 mod proxy;
+mod role_wait;
 mod status;
 mod table;
 
@@ -47,7 +50,12 @@ enum Command {
 
 /// Parses the command line and runs the command.
 pub fn run() -> anyhow::Result<ExitCode> {
-    match Cli::parse_from(litefs_spellings(std::env::args_os())).command {
+    let command = Cli::parse_from(litefs_spellings(std::env::args_os())).command;
+    // `ltxd mount` starts its log once it has read `log.*` from its configuration.
+    if !matches!(command, Command::Mount(_)) {
+        logging::init(&logging::default_config());
+    }
+    match command {
         Command::Mount(args) => mount::run(args),
         Command::Ltx(command) => ltx::run(command),
         Command::Log(command) => log::run(command),
@@ -58,8 +66,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// LiteFS unit files say `-config FILE`: that spelling becomes `--config`, but not among the
-/// application's arguments after `--`.
+/// LiteFS's flags are written with one dash (`-config FILE`, `-no-expand-env`, `-name DB`),
+/// as Go spells them: those become `--config` and so on, but not among the application's
+/// arguments after `--`. `-flag=value` is rewritten too.
+/// The long flags LiteFS's commands take, which it spells with one dash.
+const LITEFS_FLAGS: &[&str] = &[
+    "config",
+    "no-expand-env",
+    "skip-unmount",
+    "fuse.debug",
+    "debug",
+    "tracing",
+    "name",
+    "url",
+];
+
 fn litefs_spellings(
     args: impl Iterator<Item = std::ffi::OsString>,
 ) -> impl Iterator<Item = std::ffi::OsString> {
@@ -68,10 +89,18 @@ fn litefs_spellings(
         if arg == "--" {
             after_dash_dash = true;
         }
-        if arg == "-config" && !after_dash_dash {
-            "--config".into()
-        } else {
-            arg
+        let name = arg
+            .to_str()
+            .and_then(|a| a.strip_prefix('-'))
+            .filter(|a| !a.starts_with('-'))
+            .map(|a| a.split_once('=').map_or(a, |(name, _)| name));
+        match name {
+            Some(name) if !after_dash_dash && LITEFS_FLAGS.contains(&name) => {
+                let mut long = std::ffi::OsString::from("-");
+                long.push(&arg);
+                long
+            }
+            _ => arg,
         }
     })
 }
@@ -81,11 +110,31 @@ mod tests {
     #[test]
     fn dash_config_is_rewritten_only_before_the_application_arguments() {
         let args = [
-            "ltxd", "mount", "-config", "a.yml", "--", "app", "-config", "b",
+            "ltxd",
+            "mount",
+            "-config",
+            "a.yml",
+            "-fuse.debug",
+            "-debug=true",
+            "-x",
+            "--",
+            "app",
+            "-config",
+            "b",
         ];
         let rewritten: Vec<_> = super::litefs_spellings(args.iter().map(Into::into)).collect();
         let expected = [
-            "ltxd", "mount", "--config", "a.yml", "--", "app", "-config", "b",
+            "ltxd",
+            "mount",
+            "--config",
+            "a.yml",
+            "--fuse.debug",
+            "--debug=true",
+            "-x",
+            "--",
+            "app",
+            "-config",
+            "b",
         ];
         assert_eq!(rewritten, expected.map(std::ffi::OsString::from));
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{exec, proxy};
-use ltxd::config::{process_env, Config, LeaseType, SecurityConfig};
+use super::{exec, proxy, role_wait};
+use ltxd::config::{Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::metrics::Metrics;
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
@@ -28,6 +28,8 @@ pub struct MountArgs {
     /// ~/litefs.yml, /etc/litefs.yml.
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    litefs: super::mount_flags::LitefsFlags,
     /// The application to run once the node is ready, in place of the configuration's `exec`:
     /// `ltxd mount -- myapp --flag`. The daemon stops when it exits.
     #[arg(last = true)]
@@ -114,8 +116,18 @@ fn leaser_from_config(config: &Config) -> anyhow::Result<Arc<dyn Leaser>> {
 /// `exec` exiting stops it too, with the application's exit status, and so does a mount
 /// unmounted from outside ltxd, with exit status 1.
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
-    let (config, path) = Config::load(args.config.as_deref(), &process_env)?;
+    let (config, path) = super::mount_flags::load(args.config.as_deref(), &args.litefs)?;
+    if args.litefs.check_config {
+        println!(
+            "# {}\n{}",
+            path.display(),
+            super::mount_flags::printable(&config)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    super::logging::init(&config.log);
     tracing::info!(config = %path.display(), "configuration loaded");
+    super::mount_flags::warn_unacted(&config, &args.litefs);
     let data_dir = PathBuf::from(&config.data.dir);
     let mount_dir = PathBuf::from(&config.fuse.dir);
     let log = Arc::new(
@@ -190,15 +202,25 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let mut decided = driver.decided();
     let (stop_driver, driver_stopped) = tokio::sync::watch::channel(false);
     let driver = runtime.spawn(driver.run(driver_stopped));
-    // Mount once the role is known, so that a primary's first writes are accepted.
-    // The guard `wait_for` returns holds the channel's lock: drop it at once.
-    let decided_in_time = runtime.block_on(async {
-        tokio::time::timeout(ROLE_WAIT, decided.wait_for(|decided| *decided))
-            .await
-            .is_ok_and(|seen| seen.is_ok())
-    });
-    if !decided_in_time {
-        tracing::warn!("no role after {ROLE_WAIT:?}: mounting read-only until the lease decides");
+    // Mount once the role is known, so that a primary's first writes are accepted. SIGINT or
+    // SIGTERM ends the wait: the driver gives the lease back, and nothing was mounted yet.
+    match runtime.block_on(role_wait::wait_for_role(
+        &mut decided,
+        &mut signals,
+        ROLE_WAIT,
+    )) {
+        role_wait::RoleWait::Decided => {}
+        role_wait::RoleWait::Undecided => tracing::warn!(
+            "no role after {ROLE_WAIT:?}: mounting read-only until the lease decides"
+        ),
+        role_wait::RoleWait::Signal(signal) => {
+            tracing::info!(signal, "shutting down before the node has a role");
+            let _ = stop_driver.send(true);
+            let _ = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            return Ok(ExitCode::SUCCESS);
+        }
     }
 
     let proxy_server = proxy::start(

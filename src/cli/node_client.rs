@@ -1,4 +1,5 @@
-//! How the admin commands (`ltxd status`, `ltxd promote`) reach a running node's HTTP API.
+//! How the admin commands (`ltxd status`, `ltxd promote`, `ltxd export`, `ltxd import`) reach a
+//! running node's HTTP API.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use ltxd::config::{process_env, Config};
 use ltxd_http::HttpConnector;
+use ltxd_transport_security::{client_config, Token};
 
 /// Which node to ask, and how.
 #[derive(Args)]
@@ -13,10 +15,12 @@ pub struct NodeArgs {
     /// The node's URL. Without it, the node at `http.addr` of the configuration.
     #[arg(long)]
     url: Option<String>,
-    /// The configuration file, to find `http.addr` (same search as `ltxd mount`).
+    /// The configuration file (same search as `ltxd mount`): its `http.addr` gives the URL
+    /// when `--url` is not set, and its `http.token` (or `token-env`) and TLS keys are used.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The node's `http.token`, when it requires one (or set `LTXD_TOKEN`).
+    /// The node's `http.token`, when it requires one (or set `LTXD_TOKEN`); it overrides the
+    /// configuration's.
     #[arg(long, env = "LTXD_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
@@ -24,27 +28,41 @@ pub struct NodeArgs {
 impl NodeArgs {
     /// The node's URL and a client for it.
     pub fn client(&self) -> anyhow::Result<(String, HttpConnector)> {
-        let url = match &self.url {
-            Some(url) => url.clone(),
-            None => url_from_config(self.config.as_deref())?,
+        // An explicit --url without --config needs no file.
+        let config = match (&self.url, &self.config) {
+            (Some(_), None) => None,
+            (_, path) => Some(Config::load(path.as_deref(), &process_env)?.0),
         };
-        let token = self
-            .token
-            .as_deref()
-            .map(ltxd_transport_security::Token::new)
-            .transpose()
-            .context("--token")?;
-        Ok((url, HttpConnector::with_security(None, token)))
+        let url = match (&self.url, &config) {
+            (Some(url), _) => url.clone(),
+            (None, Some(config)) => url_of(config),
+            (None, None) => anyhow::bail!("give --url or --config"),
+        };
+        let security = config.as_ref().map(|c| c.http.security());
+        let token = match (&self.token, &security) {
+            (Some(token), _) => Some(Token::new(token).context("--token")?),
+            (None, Some(security)) => super::mount::token("http", security)?,
+            (None, None) => None,
+        };
+        let tls = match &security {
+            Some(s) if !s.ca_file.is_empty() || s.insecure_dev => {
+                Some(client_config(&super::mount::tls_files(s)).context("http.ca-file")?)
+            }
+            _ => None,
+        };
+        Ok((url, HttpConnector::with_security(tls, token)))
     }
 }
 
-/// The URL of the node the configuration describes.
-fn url_from_config(config: Option<&std::path::Path>) -> anyhow::Result<String> {
-    let (config, _) = Config::load(config, &process_env)?;
+/// The URL of the node the configuration describes, on this machine: `https` when the node
+/// serves TLS (`http.cert-file`, or `insecure-dev`).
+fn url_of(config: &Config) -> String {
     let addr = &config.http.addr;
     let addr = match addr.strip_prefix(':') {
         Some(port) => format!("127.0.0.1:{port}"),
         None => addr.replace("0.0.0.0", "127.0.0.1"),
     };
-    Ok(format!("http://{addr}"))
+    let tls = !config.http.cert_file.is_empty() || config.http.insecure_dev;
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }

@@ -31,9 +31,11 @@
 mod de;
 pub mod defaults;
 mod duration;
+mod effective;
 mod env;
 mod error;
 mod locate;
+pub mod unacted;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -845,6 +847,7 @@ impl Config {
         let mut config: Config =
             serde_saphyr::from_str(text).map_err(|err| error::from_yaml(&err, text, source))?;
         config.normalize();
+        config.fill_lease_identity();
         config
             .check()
             .map_err(|(key, message)| error::invalid(source, text, key, message))?;

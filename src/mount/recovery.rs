@@ -118,7 +118,13 @@ pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
         }
         (Some(_), _, _) => {}
         (None, _, _) => {
-            tracing::warn!(db = capture.name(), txid = %head.txid, "the database files do not match the log; rebuilding the database from the log");
+            // A log with no database file yet (`ltxd log import`) is built, not repaired.
+            let absent = !matches!(std::fs::metadata(database_path(dir)), Ok(m) if m.len() > 0);
+            if absent {
+                tracing::info!(db = capture.name(), txid = %head.txid, "building the database from the log");
+            } else {
+                tracing::warn!(db = capture.name(), txid = %head.txid, "the database files do not match the log; rebuilding the database from the log");
+            }
             crate::log::restore(capture.log(), head.txid, &database_path(dir))?;
         }
     }

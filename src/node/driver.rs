@@ -10,12 +10,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{ClusterIdFile, Command, Delays, EpochFile, Input, Role, RoleMachine};
+use super::{Backoff, ClusterIdFile, Command, Delays, EpochFile, Input, Role, RoleMachine};
 use crate::mount::Applier;
 use crate::replication::{
     Follower, FollowerOptions, HandoffInbox, HandoffRequest, Handoffs, NodeState,
 };
 
+/// The first delay before a failed lease watch is tried again; it doubles up to
+/// [`WATCH_RETRY_MAX`].
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest delay between attempts to watch an unreachable lease backend.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a handoff lets in-flight write transactions finish.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// How long a handoff waits for the replica's stream to catch it up and send the lease.
@@ -89,6 +94,10 @@ impl NodeDriver {
         let mut pending: VecDeque<Command> = self.machine.on(Input::Start, Instant::now()).into();
         let mut primary_watch: Option<Box<dyn PrimaryWatch>> = None;
         let mut next_renewal: Option<Instant> = None;
+        // A failed watch is retried after a growing delay, so that an unreachable backend
+        // costs a few lines a minute, not a busy loop.
+        let mut watch_backoff = Backoff::new(WATCH_RETRY_FIRST, WATCH_RETRY_MAX);
+        let mut watch_retry: Option<Instant> = None;
         loop {
             while let Some(command) = pending.pop_front() {
                 tracing::debug!(?command, "role command");
@@ -111,10 +120,15 @@ impl NodeDriver {
             } else {
                 next_renewal = None;
             }
-            if primary_watch.is_none() {
+            if primary_watch.is_none() && watch_retry.is_none_or(|at| Instant::now() >= at) {
+                watch_retry = None;
                 match self.leaser.watch().await {
                     Ok(watch) => primary_watch = Some(watch),
-                    Err(err) => tracing::warn!(%err, "cannot watch the lease"),
+                    Err(err) => {
+                        let retry_in = watch_backoff.failed();
+                        tracing::warn!(?retry_in, "cannot watch the lease: {err}");
+                        watch_retry = Some(Instant::now() + retry_in);
+                    }
                 }
             }
             let deadline = self
@@ -133,11 +147,17 @@ impl NodeDriver {
                     next_renewal = None;
                     self.renew().await
                 }
+                () = sleep_until_option(watch_retry) => continue,
                 change = next_change(&mut primary_watch) => match change {
-                    Ok(primary) => Input::PrimaryIs(primary),
+                    Ok(primary) => {
+                        watch_backoff.succeeded();
+                        Input::PrimaryIs(primary)
+                    }
                     Err(err) => {
-                        tracing::warn!(%err, "the lease watch failed");
+                        let retry_in = watch_backoff.failed();
+                        tracing::warn!(?retry_in, "the lease watch failed: {err}");
                         primary_watch = None;
+                        watch_retry = Some(Instant::now() + retry_in);
                         Input::BackendFailed
                     }
                 },
@@ -214,7 +234,12 @@ impl NodeDriver {
             Command::MakeReadOnly => {
                 self.parts.applier.set_writable(false);
                 self.parts.node.become_replica(None);
-                tracing::warn!("demoted: writes are refused");
+                if matches!(self.machine.role(), Role::Stopped) {
+                    // A clean shutdown, not a lost lease.
+                    tracing::info!("shutting down: writes are refused");
+                } else {
+                    tracing::warn!("demoted: writes are refused");
+                }
                 Vec::new()
             }
             Command::MakeWritable { epoch } => {

@@ -9,11 +9,13 @@
 //! whether or not it heard that it lost it. It treats the lease as good only until
 //! `renewed_at + ttl - margin`, and demotes itself at that instant if no renewal came back.
 
+mod backoff;
 mod cluster_id;
 mod driver;
 mod epoch;
 mod role;
 
+pub use backoff::Backoff;
 pub use cluster_id::{ClusterIdError, ClusterIdFile};
 pub use driver::{NodeDriver, NodeParts};
 pub use epoch::{EpochError, EpochFile};

@@ -32,6 +32,9 @@ struct Role {
     primary_clock_ms: Option<i64>,
     /// The commit time of the last transaction applied to each database.
     applied_ms: BTreeMap<String, i64>,
+    /// The primary's clock at its last heartbeat. The primary sends one only once the stream
+    /// has nothing else to send, so every database was caught up at that time.
+    heartbeat_ms: Option<i64>,
 }
 
 impl NodeState {
@@ -113,6 +116,7 @@ impl NodeState {
     pub fn heard_from_primary(&self, clock_ms: i64) {
         let mut role = self.role();
         role.primary_clock_ms = Some(role.primary_clock_ms.map_or(clock_ms, |c| c.max(clock_ms)));
+        role.heartbeat_ms = Some(role.heartbeat_ms.map_or(clock_ms, |c| c.max(clock_ms)));
     }
 
     /// A transaction committed at `committed_ms` on the primary was applied to `db`.
@@ -135,15 +139,24 @@ impl NodeState {
         role.primary_clock_ms.map(|clock| (now_ms - clock).max(0))
     }
 
-    /// On a replica, how far the last applied transaction of `db` trails the primary's clock as
-    /// last heard (ms).
-    pub fn database_lag_ms(&self, db: &str) -> Option<i64> {
+    /// On a replica, how far `db` is behind the primary (ms), as `.lag` measures it: the time,
+    /// by the local clock at `now_ms`, since the replica last held every transaction of `db`
+    /// the primary had committed. That is the later of the primary's last heartbeat (sent only
+    /// when the replica lacks nothing) and the commit time of the last transaction applied to
+    /// `db`. An idle, caught-up replica stays within a heartbeat interval of 0.
+    pub fn database_lag_ms_at(&self, db: &str, now_ms: i64) -> Option<i64> {
         let role = self.role();
         if role.is_primary {
             return None;
         }
-        let applied = *role.applied_ms.get(db)?;
-        role.primary_clock_ms.map(|clock| (clock - applied).max(0))
+        let applied = role.applied_ms.get(db).copied();
+        let caught_up = applied.max(role.heartbeat_ms)?;
+        Some((now_ms - caught_up).max(0))
+    }
+
+    /// [`NodeState::database_lag_ms_at`] now.
+    pub fn database_lag_ms(&self, db: &str) -> Option<i64> {
+        self.database_lag_ms_at(db, crate::mount::now_ms())
     }
 }
 
@@ -157,5 +170,39 @@ impl crate::mount::NodeView for NodeState {
 
     fn lag_ms(&self) -> Option<i64> {
         NodeState::lag_ms(self, crate::mount::now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeState;
+
+    #[test]
+    fn an_idle_caught_up_replica_has_no_lag() {
+        let node = NodeState::new(1, false, "/tmp".into());
+        assert_eq!(node.database_lag_ms_at("db", 0), None, "nothing heard yet");
+        // The last write was 10 days ago; heartbeats keep coming.
+        node.applied("db", 1_000);
+        node.heard_from_primary(864_000_000);
+        assert_eq!(node.database_lag_ms_at("db", 864_000_300), Some(300));
+        assert_eq!(node.database_lag_ms_at("other", 864_000_300), Some(300));
+    }
+
+    #[test]
+    fn a_replica_catching_up_lags_by_its_last_applied_commit() {
+        let node = NodeState::new(1, false, "/tmp".into());
+        node.heard_from_primary(1_000);
+        node.applied("db", 5_000);
+        assert_eq!(node.database_lag_ms_at("db", 9_000), Some(4_000));
+        // The primary stopped talking: the lag keeps growing, as `.lag` does.
+        assert_eq!(node.database_lag_ms_at("db", 20_000), Some(15_000));
+    }
+
+    #[test]
+    fn the_primary_has_no_lag() {
+        let node = NodeState::new(1, true, "/tmp".into());
+        node.heard_from_primary(1_000);
+        node.become_primary("me", None);
+        assert_eq!(node.database_lag_ms_at("db", 2_000), None);
     }
 }

@@ -307,7 +307,7 @@ pub(crate) fn go_duration(duration: Duration) -> String {
 }
 
 fn failed(what: &str, error: &reqwest::Error) -> LeaseError {
-    LeaseError::Backend(format!("consul {what}: {error}"))
+    LeaseError::Backend(format!("consul {what}: {}", ltxd_lease::error_chain(error)))
 }
 
 fn ok(reply: &Reply, what: &str) -> Result<(), LeaseError> {

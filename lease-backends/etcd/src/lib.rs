@@ -262,7 +262,7 @@ fn tls_options(config: &EtcdConfig) -> Result<Option<TlsOptions>, LeaseError> {
 
 /// An etcd error as a lease error.
 fn backend(what: &str, error: etcd_client::Error) -> LeaseError {
-    LeaseError::Backend(format!("etcd {what}: {error}"))
+    LeaseError::Backend(format!("etcd {what}: {}", ltxd_lease::error_chain(&error)))
 }
 
 /// The primary that a value under the lease key names.

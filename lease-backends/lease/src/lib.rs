@@ -145,3 +145,45 @@ pub trait Lease: Send + Sync {
     /// releasing it leaves it to expire after its TTL, as if the node had died.
     fn release(&self) -> BoxFuture<'_, Result<(), LeaseError>>;
 }
+
+/// An error and its causes, outermost first, joined by `": "`, skipping a cause whose text the
+/// previous one already contains: a network error's cause (the DNS failure, the refused
+/// connection) is usually the part a user needs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn causes_are_appended_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = std::io::Error::other(Wrapped(refused));
+        assert_eq!(super::error_chain(&outer), "request failed: refused");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("request failed")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}
