@@ -11,5 +11,6 @@ pub mod ltx;
 pub mod metrics;
 pub mod mount;
 pub mod node;
+pub mod proxy;
 pub mod replication;
 pub mod workload;

@@ -71,6 +71,11 @@ pub struct DatabaseSample {
 }
 
 impl Metrics {
+    /// The registry, for metrics registered elsewhere (the proxy's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// All metrics, registered; none counted yet.
     pub fn new() -> Metrics {
         let registry = Registry::new();

@@ -587,3 +587,31 @@ fn client_auth_without_a_server_certificate_is_refused() {
         parse(&format!("{text}  insecure-dev: true\n")).unwrap();
     }
 }
+
+#[test]
+fn http_limits_have_defaults_and_refuse_zero() {
+    let config = parse("lease:\n  type: static\n").unwrap();
+    assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.http.max_connections, 0);
+    assert_eq!(config.http.max_streams_per_peer, 64);
+    let config = parse(
+        "http:\n  header-read-timeout: 1s\n  idle-timeout: 2s\n  max-connections: 10\n  max-streams-per-peer: 3\nlease:\n  type: static\n",
+    )
+    .unwrap();
+    assert_eq!(config.http.header_read_timeout, Duration::from_secs(1));
+    assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
+    assert_eq!(config.http.max_connections, 10);
+    assert_eq!(config.http.max_streams_per_peer, 3);
+    for (key, value) in [
+        ("header-read-timeout", "0s"),
+        ("idle-timeout", "0"),
+        ("max-streams-per-peer", "0"),
+    ] {
+        assert_error(
+            &format!("lease:\n  type: static\nhttp:\n  {key}: {value}\n"),
+            &format!("http.{key}"),
+            4,
+        );
+    }
+}

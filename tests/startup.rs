@@ -244,15 +244,15 @@ fn an_unacted_key_is_named_once_at_start_up() {
         "",
         &format!("http://127.0.0.1:{port}"),
         &format!("  type: static\n  candidate: true\n  advertise-url: http://127.0.0.1:{port}\n"),
-        &format!(
-            "proxy:\n  addr: 127.0.0.1:{}\n  target: localhost:1\n  db: app.db\n",
-            free_port()
-        ),
+        "strict-verify: true\n",
         None,
     );
     node.stop();
     let log = node.daemon_log();
-    let named: Vec<&str> = log.lines().filter(|l| l.contains("proxy.*")).collect();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("strict-verify"))
+        .collect();
     assert_eq!(named.len(), 1, "{log}");
     assert!(
         named[0].contains("WARN") && named[0].contains("not acted on"),

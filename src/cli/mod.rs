@@ -9,6 +9,7 @@ mod mount;
 mod mount_flags;
 mod node_client;
 mod promote;
+mod proxy;
 mod role_wait;
 mod status;
 mod table;

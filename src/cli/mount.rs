@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{exec, role_wait};
+use super::{exec, proxy, role_wait};
 use ltxd::config::{Config, LeaseType, SecurityConfig};
 use ltxd::log::{Log, Policy};
 use ltxd::metrics::Metrics;
@@ -223,6 +223,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let proxy_server = proxy::start(
+        &config,
+        &runtime,
+        &node,
+        &log,
+        &connector,
+        metrics.registry().clone(),
+    )?;
     let service = Arc::new(LogService::new(
         Arc::clone(&log),
         Arc::clone(&node),
@@ -241,10 +249,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("http.addr: cannot listen on {}", config.http.addr))?;
     let server = {
         let _guard = runtime.enter();
-        ltxd_http::serve(
+        ltxd_http::serve_with_limits(
             listener,
             Arc::clone(&service) as Arc<dyn ltxd_protocol::Service>,
             security,
+            http_limits(&config),
         )?
     };
     tracing::info!(addr = %server.local_addr(), "serving replication over HTTP");
@@ -297,6 +306,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     // The driver refuses writes and releases the lease, so another node takes over at once.
     let _ = stop_driver.send(true);
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });
+    drop(proxy_server);
     runtime.block_on(server.shutdown());
     if let Some(quic) = quic_server {
         runtime.block_on(quic.shutdown());
@@ -438,6 +448,20 @@ fn http_security(config: &Config) -> anyhow::Result<ltxd_http::HttpSecurity> {
         Some(server_tls(&tls_files(&security)).context("http.cert-file")?)
     };
     Ok(ltxd_http::HttpSecurity::new(tls, token("http", &security)?))
+}
+
+/// What HTTP clients may hold, from `http.*`.
+fn http_limits(config: &Config) -> ltxd_http::HttpLimits {
+    let http = &config.http;
+    ltxd_http::HttpLimits {
+        header_read_timeout: http.header_read_timeout,
+        idle_timeout: http.idle_timeout,
+        max_connections: match http.max_connections {
+            0 => ltxd_http::default_max_connections(),
+            n => n,
+        },
+        max_streams_per_peer: http.max_streams_per_peer,
+    }
 }
 
 /// How this node reaches an HTTP primary: with TLS when `http.ca-file` (or `insecure-dev`) is

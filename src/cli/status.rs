@@ -141,6 +141,12 @@ fn node_view(url: &str, info: &NodeInfo, rates: Option<&BTreeMap<String, f64>>) 
     if let Some(cluster) = &info.cluster_id {
         out.push_str(&format!("cluster:   {cluster}\n"));
     }
+    if let Some(proxy) = &info.proxy {
+        out.push_str(&format!(
+            "proxy:     {} (forwarded {}, waited {}, timed out {})\n",
+            proxy.addr, proxy.forwarded, proxy.waited, proxy.timed_out
+        ));
+    }
     let mut header = vec!["DATABASE", "TXID", "CHECKSUM", "LAG"];
     if rates.is_some() {
         header.push("TX/S");

@@ -54,12 +54,15 @@ null_keeps_default! {
     data_dir: String = dflt::DATA_DIR.to_string();
     fuse_dir: String = dflt::FUSE_DIR.to_string();
     http_addr: String = dflt::HTTP_ADDR.to_string();
+    http_max_streams_per_peer: usize = dflt::HTTP_MAX_STREAMS_PER_PEER;
     tracing_max_size: u64 = dflt::TRACING_MAX_SIZE_MB;
     tracing_max_count: u32 = dflt::TRACING_MAX_COUNT;
 }
 
 null_keeps_default_duration! {
     retention = dflt::RETENTION;
+    http_header_read_timeout = dflt::HTTP_HEADER_READ_TIMEOUT;
+    http_idle_timeout = dflt::HTTP_IDLE_TIMEOUT;
     retention_monitor_interval = dflt::RETENTION_MONITOR_INTERVAL;
     proxy_max_lag = dflt::PROXY_MAX_LAG;
     proxy_primary_redirect_timeout = dflt::PROXY_PRIMARY_REDIRECT_TIMEOUT;

@@ -16,6 +16,12 @@ pub const RETENTION_MONITOR_INTERVAL: Duration = Duration::from_secs(60);
 pub const FUSE_DIR: &str = "/litefs";
 /// `http.addr`: the replication API's listen address.
 pub const HTTP_ADDR: &str = ":20202";
+/// `http.header-read-timeout`: how long a client may take to send a request header.
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `http.idle-timeout`: how long a connection may stay open with no request in flight.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `http.max-streams-per-peer`: the most `/stream` subscriptions of one peer address.
+pub const HTTP_MAX_STREAMS_PER_PEER: usize = 64;
 /// `proxy.max-lag`: replication lag beyond which the proxy's health check fails.
 pub const PROXY_MAX_LAG: Duration = Duration::from_secs(10);
 /// `proxy.primary-redirect-timeout`: how long a write waits for a known primary.

@@ -79,6 +79,7 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "read-header-timeout",
             "write-timeout",
             "idle-timeout",
+            "mode",
         ],
     ),
     (

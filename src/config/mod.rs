@@ -217,6 +217,21 @@ pub struct HttpConfig {
     /// with `client-auth`), the API listens on loopback only.
     #[serde(deserialize_with = "de::or_default")]
     pub insecure_cleartext: bool,
+    /// How long a client may take to send a complete request header, from its connection (or
+    /// the end of its last request); an ltxd extension.
+    #[serde(deserialize_with = "de::http_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight; an ltxd extension.
+    #[serde(deserialize_with = "de::http_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// The most client connections open at once; zero, the default, means 1,024 or half the
+    /// process's descriptor limit, whichever is lower. An ltxd extension.
+    #[serde(deserialize_with = "de::or_default")]
+    pub max_connections: usize,
+    /// The most `/stream` subscriptions one peer address may hold open at once; an ltxd
+    /// extension.
+    #[serde(deserialize_with = "de::http_max_streams_per_peer")]
+    pub max_streams_per_peer: usize,
 }
 
 impl Default for HttpConfig {
@@ -232,6 +247,10 @@ impl Default for HttpConfig {
             token: String::new(),
             token_env: String::new(),
             insecure_cleartext: false,
+            header_read_timeout: defaults::HTTP_HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::HTTP_IDLE_TIMEOUT,
+            max_connections: 0,
+            max_streams_per_peer: defaults::HTTP_MAX_STREAMS_PER_PEER,
         }
     }
 }
@@ -374,6 +393,22 @@ pub struct ProxyConfig {
     /// Server idle-connection timeout.
     #[serde(deserialize_with = "de::proxy_idle_timeout")]
     pub idle_timeout: Duration,
+    /// How replicas send writes to the primary (an ltxd extension).
+    #[serde(deserialize_with = "de::or_default")]
+    pub mode: ProxyMode,
+}
+
+/// `proxy.mode`: how a replica's proxy sends writes to the primary (an ltxd extension).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    /// `fly-replay` when `FLY_APP_NAME` is set (on Fly.io), `forward` elsewhere.
+    #[default]
+    Auto,
+    /// Forward the request to the primary's proxy.
+    Forward,
+    /// Answer with LiteFS's `fly-replay` header.
+    FlyReplay,
 }
 
 impl Default for ProxyConfig {
@@ -391,6 +426,7 @@ impl Default for ProxyConfig {
             read_header_timeout: defaults::PROXY_READ_HEADER_TIMEOUT,
             write_timeout: Duration::ZERO,
             idle_timeout: defaults::PROXY_IDLE_TIMEOUT,
+            mode: ProxyMode::Auto,
         }
     }
 }

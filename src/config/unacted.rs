@@ -6,7 +6,7 @@ use super::{defaults, Config};
 
 /// One key (or section) that is accepted but not acted on.
 pub struct Unacted {
-    /// The key or section, as written in the file (`proxy.*`).
+    /// The key or section, as written in the file (`backup.*`).
     pub key: &'static str,
     /// Whether this configuration sets it.
     pub set: fn(&Config) -> bool,
@@ -16,11 +16,6 @@ pub struct Unacted {
 
 /// Every accepted key ltxd does not act on yet.
 pub const UNACTED: &[Unacted] = &[
-    Unacted {
-        key: "proxy.*",
-        set: |c| !c.proxy.target.is_empty(),
-        instead: "no HTTP proxy is started: point clients at the application directly",
-    },
     Unacted {
         key: "backup.*",
         set: |c| c.backup.kind.is_some(),
@@ -73,7 +68,6 @@ mod tests {
     fn defaults_set_nothing_and_each_row_can_be_set() {
         assert!(Config::new(LeaseType::Static).unacted().is_empty());
         let mut config = Config::new(LeaseType::Static);
-        config.proxy.target = "localhost:8081".into();
         config.backup.kind = Some(BackupType::File);
         config.exit_on_error = false;
         config.strict_verify = true;

@@ -59,6 +59,15 @@ impl Config {
     }
 
     fn check_transports(&self) -> Result<(), Failure> {
+        if self.http.header_read_timeout.is_zero() {
+            return fail("http.header-read-timeout", "must be greater than zero");
+        }
+        if self.http.idle_timeout.is_zero() {
+            return fail("http.idle-timeout", "must be greater than zero");
+        }
+        if self.http.max_streams_per_peer == 0 {
+            return fail("http.max-streams-per-peer", "must be at least 1");
+        }
         for (section, security) in [
             ("http", self.http.security()),
             ("quic", self.quic.security()),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use ltxd_lease::PrimaryInfo;
 
@@ -17,6 +17,7 @@ pub struct NodeState {
     /// The data directory.
     pub data_dir: PathBuf,
     role: Mutex<Role>,
+    proxy: OnceLock<Arc<crate::proxy::ProxyCounters>>,
 }
 
 #[derive(Debug, Default)]
@@ -44,7 +45,18 @@ impl NodeState {
             candidate,
             data_dir,
             role: Mutex::new(Role::default()),
+            proxy: OnceLock::new(),
         }
+    }
+
+    /// Records the node's proxy, for `/info`.
+    pub fn set_proxy(&self, counters: Arc<crate::proxy::ProxyCounters>) {
+        let _ = self.proxy.set(counters);
+    }
+
+    /// The node's proxy and its counters, when it runs one.
+    pub fn proxy_status(&self) -> Option<ltxd_protocol::ProxyStatus> {
+        self.proxy.get().map(|counters| counters.status())
     }
 
     fn role(&self) -> std::sync::MutexGuard<'_, Role> {

@@ -154,6 +154,7 @@ impl Service for LogService {
                 .primary_hostname()
                 .map(|hostname| PrimaryRef { hostname }),
             databases,
+            proxy: self.node.proxy_status(),
         }
     }
 

@@ -166,6 +166,7 @@ impl FakeService {
                 hostname: "node-a".to_string(),
             }),
             databases,
+            proxy: None,
         }
     }
 }

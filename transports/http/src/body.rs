@@ -26,6 +26,43 @@ impl Body for StreamingBody {
     }
 }
 
+/// A body that holds `G` until it is dropped: a count of what it uses is released when the
+/// response has been sent in full, or abandoned.
+pub struct Guarded<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> Guarded<B, G> {
+    /// `body`, holding `guard`.
+    pub fn new(body: B, guard: G) -> Self {
+        Guarded {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: Body + Unpin, G: Unpin> Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The data of an incoming body, as the protocol's byte stream.
 pub struct IncomingBytes(pub hyper::body::Incoming);
 

@@ -16,7 +16,9 @@
 
 mod body;
 mod client;
+mod limits;
 mod server;
 
 pub use client::HttpConnector;
-pub use server::{serve, HttpSecurity, HttpServer};
+pub use limits::{default_max_connections, HttpLimits};
+pub use server::{serve, serve_with_limits, HttpSecurity, HttpServer};

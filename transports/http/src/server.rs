@@ -1,17 +1,18 @@
 //! The HTTP server: `POST /stream`, `GET /info` and `GET /metrics` over a [`Service`], in
 //! cleartext or TLS, with an optional token.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ltxd_protocol::wire::decode_positions;
 use ltxd_protocol::{
     format_node_id, parse_node_id, Features, Promotion, Refusal, Service, StreamRequest,
@@ -20,11 +21,12 @@ use ltxd_protocol::{
 use ltxd_transport_security::{ServerTls, Token};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::StreamingBody;
+use crate::body::{Guarded, StreamingBody};
+use crate::limits::{AcceptBackoff, HttpLimits, IdleClock, RateLimitedWarning, WARNING_INTERVAL};
 
 /// The largest position map accepted (bytes).
 const MAX_REQUEST_BODY: usize = 16 << 20;
@@ -110,6 +112,68 @@ struct Shared {
     service: Arc<dyn Service>,
     tls: Option<TlsAcceptor>,
     token: Option<Token>,
+    limits: HttpLimits,
+    /// How many `/stream` subscriptions each peer address holds open.
+    streams: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One `/stream` subscription of a peer, counted while it lives.
+struct PeerStream {
+    streams: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl PeerStream {
+    /// Counts a new subscription of `peer`, unless it holds `max` already.
+    fn take(shared: &Shared, peer: IpAddr) -> Option<PeerStream> {
+        let mut streams = shared.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let count = streams.entry(peer).or_insert(0);
+        if *count >= shared.limits.max_streams_per_peer {
+            return None;
+        }
+        *count += 1;
+        Some(PeerStream {
+            streams: Arc::clone(&shared.streams),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerStream {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = streams.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                streams.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A connection's [`IdleClock`], shared by its requests and its watchdog.
+type Clock = Arc<Mutex<IdleClock>>;
+
+/// A request in flight on a connection, until its response is sent in full or dropped.
+struct InFlight(Clock);
+
+impl InFlight {
+    fn start(clock: &Clock) -> InFlight {
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request_started();
+        InFlight(Arc::clone(clock))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request_ended(Instant::now());
+    }
 }
 
 /// Counts a connection as open while it lives.
@@ -128,12 +192,22 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Serves `service` on `listener` until [`HttpServer::shutdown`], secured as `security` says.
-/// It must be called inside a tokio runtime.
+/// Serves `service` on `listener` until [`HttpServer::shutdown`], secured as `security` says,
+/// with the default [`HttpLimits`]. It must be called inside a tokio runtime.
 pub fn serve(
     listener: TcpListener,
     service: Arc<dyn Service>,
     security: HttpSecurity,
+) -> std::io::Result<HttpServer> {
+    serve_with_limits(listener, service, security, HttpLimits::default())
+}
+
+/// [`serve`] with `limits` on what clients may hold.
+pub fn serve_with_limits(
+    listener: TcpListener,
+    service: Arc<dyn Service>,
+    security: HttpSecurity,
+    limits: HttpLimits,
 ) -> std::io::Result<HttpServer> {
     let local_addr = listener.local_addr()?;
     let tls = security.tls.map(|config| {
@@ -141,43 +215,18 @@ pub fn serve(
         config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
         TlsAcceptor::from(Arc::new(config))
     });
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let shared = Arc::new(Shared {
         service,
         tls,
         token: security.token,
+        limits,
+        streams: Arc::default(),
     });
     let open = Arc::new(AtomicUsize::new(0));
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let counter = Arc::clone(&open);
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(%err, "accept failed");
-                        continue;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                _ = stopped.changed() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&shared);
-            let open = OpenConnection::new(&counter);
-            let mut stopped = stopped.clone();
-            connections.spawn(async move {
-                tokio::select! {
-                    () = connection(stream, peer, shared) => {}
-                    _ = stopped.changed() => {}
-                }
-                drop(open);
-            });
-        }
-        // Every connection's task sees the stop too; wait until each has closed its socket.
-        while connections.join_next().await.is_some() {}
-    });
+    let task = tokio::spawn(accept_loop(listener, shared, slots, counter, stopped));
     Ok(HttpServer {
         local_addr,
         open,
@@ -186,10 +235,120 @@ pub fn serve(
     })
 }
 
+/// Accepts connections until `stopped`, at most as many at once as `slots` has permits, and
+/// serves each on a task of its own.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    counter: Arc<AtomicUsize>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let mut backoff = AcceptBackoff::default();
+    let mut accept_warning = RateLimitedWarning::new(WARNING_INTERVAL);
+    let mut full_warning = RateLimitedWarning::new(WARNING_INTERVAL);
+    loop {
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(times) = full_warning.hit(Instant::now()) {
+                    tracing::warn!(
+                        limit = shared.limits.max_connections,
+                        times,
+                        "HTTP connection limit reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = Arc::clone(&slots).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                    _ = stopped.changed() => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff.accepted();
+                    accepted
+                }
+                Err(err) => {
+                    let wait = backoff.failed(&err);
+                    if let Some(times) = accept_warning.hit(Instant::now()) {
+                        tracing::warn!(%err, times, ?wait, "accept failed");
+                    }
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            _ = stopped.changed() => break,
+                        }
+                    }
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let open = OpenConnection::new(&counter);
+        let stopped = stopped.clone();
+        connections.spawn(guarded_connection(
+            stream,
+            peer,
+            shared,
+            stopped,
+            (open, permit),
+        ));
+    }
+    // Every connection's task sees the stop too; wait until each has closed its socket.
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it ends, the server stops, or it has no request in flight for
+/// longer than the limits allow. `held` is released when it closes.
+async fn guarded_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+    held: (OpenConnection, OwnedSemaphorePermit),
+) {
+    let clock: Clock = Arc::new(Mutex::new(IdleClock::new(Instant::now())));
+    let limits = shared.limits.clone();
+    tokio::select! {
+        () = connection(stream, peer, shared, Arc::clone(&clock)) => {}
+        () = idle_watchdog(&clock, &limits) => {
+            tracing::debug!(%peer, "closing a connection with no request in flight");
+        }
+        _ = stopped.changed() => {}
+    }
+    drop(held);
+}
+
+/// Returns once the connection has had no request in flight for longer than `limits` allow.
+async fn idle_watchdog(clock: &Clock, limits: &HttpLimits) {
+    loop {
+        let deadline = clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deadline(limits);
+        match deadline {
+            Some(deadline) if deadline <= Instant::now() => return,
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+            // A request's end moves the deadline to at least `idle_timeout` from now.
+            None => tokio::time::sleep(limits.idle_timeout).await,
+        }
+    }
+}
+
 /// Completes the TLS handshake, if any, then serves the connection's requests.
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, clock: Clock) {
     let Some(acceptor) = &shared.tls else {
-        return serve_connection(stream, peer, shared).await;
+        return serve_connection(stream, peer, shared, clock).await;
     };
     let accepting = acceptor.accept(stream).into_fallible();
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accepting).await {
@@ -202,7 +361,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         Ok(Ok(stream)) => {
             tracing::debug!(%peer, "TLS connection accepted");
-            serve_connection(stream, peer, shared).await;
+            serve_connection(stream, peer, shared, clock).await;
         }
     }
 }
@@ -222,15 +381,27 @@ async fn linger(mut stream: TcpStream) {
 }
 
 /// Serves HTTP/1.1 or HTTP/2 (whichever the client speaks) on one connection.
-async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, clock: Clock)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_read_timeout = shared.limits.header_read_timeout;
     let handler = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, std::convert::Infallible>(route(&shared, peer, request).await) }
+        let in_flight = InFlight::start(&clock);
+        async move {
+            let response = route(&shared, peer, request).await;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| Guarded::new(body, in_flight).boxed_unsync()),
+            )
+        }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     if let Err(err) = builder
         .serve_connection(TokioIo::new(stream), handler)
         .await
@@ -281,7 +452,18 @@ async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) ->
     let service = &*shared.service;
     let info = service.info();
     let mut response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/stream") => stream(service, request).await,
+        (&Method::POST, "/stream") => match PeerStream::take(shared, peer.ip()) {
+            Some(slot) => stream(service, request)
+                .await
+                .map(|body| Guarded::new(body, slot).boxed_unsync()),
+            None => {
+                tracing::info!(%peer, "stream refused: too many streams from this peer");
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many streams from this peer",
+                )
+            }
+        },
         (&Method::GET, "/info") => {
             let mut json = serde_json::to_string_pretty(&info).unwrap_or_default();
             json.push('\n');

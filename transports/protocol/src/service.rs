@@ -112,6 +112,27 @@ pub struct NodeInfo {
     /// Each database's position and lag.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub databases: BTreeMap<String, DatabaseStatus>,
+    /// The node's HTTP proxy, when it runs one (an ltxd extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// A node's HTTP proxy, as `/info` reports it: where other nodes' proxies forward to, and its
+/// counters since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    /// `host:port` of the proxy, as other nodes reach it.
+    pub addr: String,
+    /// Requests sent on to the primary's proxy.
+    #[serde(default)]
+    pub forwarded: u64,
+    /// Reads that waited for this node to reach their `__txid`.
+    #[serde(default)]
+    pub waited: u64,
+    /// Reads whose wait ran out.
+    #[serde(default)]
+    pub timed_out: u64,
 }
 
 /// The primary, as `/info` names it.
