@@ -107,11 +107,18 @@ fn request(
     })
 }
 
-/// The `proxy:` section in front of the application at `app_port`.
-fn proxy_section(proxy_port: u16, app_port: u16) -> String {
+/// The `proxy:` section in front of the application at `app_port`, with more lines `extra`.
+fn proxy_section(proxy_port: u16, app_port: u16, extra: &str) -> String {
     format!(
-        "proxy:\n  addr: 127.0.0.1:{proxy_port}\n  target: 127.0.0.1:{app_port}\n  db: {DB}\n  passthrough: [\"/static/*\"]\n  primary-redirect-timeout: 2s\n"
+        "proxy:\n  addr: 127.0.0.1:{proxy_port}\n  target: 127.0.0.1:{app_port}\n  db: {DB}\n  passthrough: [\"/static/*\"]\n  primary-redirect-timeout: 2s\n{extra}"
     )
+}
+
+/// More lines for a node's `http:` and `proxy:` sections.
+#[derive(Clone, Copy, Default)]
+struct Extra<'a> {
+    http: &'a str,
+    proxy: &'a str,
 }
 
 /// A node, its application and its proxy.
@@ -124,23 +131,23 @@ struct Site {
 
 impl Site {
     /// A node on a static lease advertising `advertise_url` (its own on the primary), with
-    /// `http_extra` lines in its `http:` section.
-    fn start(http_port: u16, advertise_url: &str, candidate: bool, http_extra: &str) -> Site {
+    /// `extra` lines in its `http:` and `proxy:` sections.
+    fn start(http_port: u16, advertise_url: &str, candidate: bool, extra: Extra<'_>) -> Site {
         let lease = format!(
             "  type: static\n  hostname: primary-host\n  advertise-url: {advertise_url}\n  reconnect-delay: 50ms\n  candidate: {candidate}\n"
         );
-        Site::with_lease(http_port, advertise_url, &lease, http_extra)
+        Site::with_lease(http_port, advertise_url, &lease, extra)
     }
 
     /// A node with the `lease:` section `lease`.
-    fn with_lease(http_port: u16, advertise_url: &str, lease: &str, http_extra: &str) -> Site {
+    fn with_lease(http_port: u16, advertise_url: &str, lease: &str, extra: Extra<'_>) -> Site {
         let (proxy_port, app_port) = (free_port(), free_port());
         let node = Node::configured(
             &format!("127.0.0.1:{http_port}"),
-            http_extra,
+            extra.http,
             advertise_url,
             lease,
-            &proxy_section(proxy_port, app_port),
+            &proxy_section(proxy_port, app_port, extra.proxy),
             None,
         );
         let app = App::start(app_port, &node.mnt);
@@ -162,10 +169,21 @@ impl Site {
 
 /// A primary and a replica over `scheme` with `http_extra` in both nodes' `http:` sections.
 fn pair(scheme: &str, http_extra: &str) -> (Site, Site) {
+    pair_with(
+        scheme,
+        Extra {
+            http: http_extra,
+            proxy: "",
+        },
+    )
+}
+
+/// [`pair`], with `extra` in both nodes' sections.
+fn pair_with(scheme: &str, extra: Extra<'_>) -> (Site, Site) {
     let port = free_port();
     let url = format!("{scheme}://127.0.0.1:{port}");
-    let primary = Site::start(port, &url, true, http_extra);
-    let replica = Site::start(free_port(), &url, false, http_extra);
+    let primary = Site::start(port, &url, true, extra);
+    let replica = Site::start(free_port(), &url, false, extra);
     (primary, replica)
 }
 
@@ -267,6 +285,63 @@ fn replica_writes_reach_the_primary_and_reads_with_the_cookie_see_them() {
 }
 
 #[test]
+fn fly_replay_mode_answers_with_litefs_s_header() {
+    let extra = Extra {
+        http: "",
+        proxy: "  mode: fly-replay\n",
+    };
+    let (primary, replica) = pair_with("http", extra);
+    let replayed = replica.post("to-replay");
+    assert_eq!(replayed.status, 200, "{replayed:?}");
+    assert_eq!(replayed.header("fly-replay"), Some("instance=primary-host"));
+    assert_eq!(replayed.body, "");
+    // Fly's edge would now send it to the primary, whose proxy takes it.
+    assert_eq!(primary.post("to-replay").status, 201);
+    let stored = primary
+        .node
+        .sqlite(DB, "SELECT count(*) FROM items WHERE value = 'to-replay';");
+    assert_eq!(stored.trim(), "1");
+}
+
+/// The status line the proxy answers `bytes` with.
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The proxy may answer and close before it has read everything.
+    let _ = stream.write_all(bytes);
+    let mut text = Vec::new();
+    let _ = stream.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_proxy_keeps_serving() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let site = Site::start(port, &url, true, Extra::default());
+    assert!(raw(&site.proxy, b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 << 10)
+    );
+    assert!(raw(&site.proxy, huge_header.as_bytes()).starts_with("HTTP/1.1 431"));
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n");
+    let answer = raw(&site.proxy, many.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    let too_big = b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nabc";
+    assert!(raw(&site.proxy, too_big).starts_with("HTTP/1.1 413"));
+    let posted = site.post("still-serving");
+    assert_eq!(posted.status, 201, "{posted:?}");
+}
+
+#[test]
 fn a_dead_application_gives_502_and_a_dead_primary_503() {
     let (mut primary, mut replica) = pair("http", "");
     assert_eq!(replica.post("first").status, 201);
@@ -332,7 +407,7 @@ impl Consul {
             "  type: consul\n  hostname: {hostname}\n  advertise-url: {url}\n  reconnect-delay: 50ms\n  candidate: true\n  consul:\n    url: {}\n    key: ltxd/proxy\n    ttl: 2s\n    lock-delay: 100ms\n",
             self.standin.as_ref().unwrap().url()
         );
-        Site::with_lease(port, &url, &lease, "")
+        Site::with_lease(port, &url, &lease, Extra::default())
     }
 }
 

@@ -47,6 +47,10 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "token",
             "token-env",
             "insecure-cleartext",
+            "header-read-timeout",
+            "idle-timeout",
+            "max-connections",
+            "max-streams-per-peer",
         ],
     ),
     (

@@ -148,7 +148,7 @@ impl Proxy {
             Action::Health => self.health(),
             Action::Target { set_cookie } => self.to_target(request, set_cookie).await,
             Action::Forward => self.forward(request, hops).await,
-            Action::FlyReplay => self.fly_replay().await,
+            Action::FlyReplay => self.fly_replay(request).await,
             Action::TooManyHops | Action::WaitFor(_) => {
                 retry_later("proxy: forwarded too many times; no primary takes the request")
             }
@@ -312,15 +312,17 @@ impl Proxy {
         }
     }
 
-    /// LiteFS's answer on a replica: `fly-replay: instance=<primary>`, for Fly.io's edge.
-    async fn fly_replay(&self) -> Response<ProxyBody> {
+    /// LiteFS's answer on a replica: `fly-replay: instance=<primary>`, for Fly.io's edge. When
+    /// this node becomes the primary while waiting for one, its application takes the request.
+    async fn fly_replay(&self, request: Request<Limited<Incoming>>) -> Response<ProxyBody> {
         let deadline = Instant::now() + self.settings.primary_redirect_timeout;
         let hostname = loop {
-            if let Some(hostname) = self
-                .node
-                .primary_hostname()
-                .filter(|_| !self.node.is_primary())
-            {
+            if self.node.is_primary() {
+                let set_cookie =
+                    route::may_write(&self.settings.rules, request.method(), request.uri().path());
+                return self.to_target(request, set_cookie).await;
+            }
+            if let Some(hostname) = self.node.primary_hostname() {
                 break hostname;
             }
             if Instant::now() >= deadline {
