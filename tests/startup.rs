@@ -249,7 +249,10 @@ fn an_unacted_key_is_named_once_at_start_up() {
     );
     node.stop();
     let log = node.daemon_log();
-    let named: Vec<&str> = log.lines().filter(|l| l.contains("strict-verify")).collect();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("strict-verify"))
+        .collect();
     assert_eq!(named.len(), 1, "{log}");
     assert!(
         named[0].contains("WARN") && named[0].contains("not acted on"),
