@@ -595,6 +595,7 @@ fn http_limits_have_defaults_and_refuse_zero() {
     assert_eq!(config.http.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.http.max_connections, 0);
     assert_eq!(config.http.max_streams_per_peer, 64);
+    assert_eq!(config.http.max_subscriptions, 256);
     let config = parse(
         "http:\n  header-read-timeout: 1s\n  idle-timeout: 2s\n  max-connections: 10\n  max-streams-per-peer: 3\nlease:\n  type: static\n",
     )
@@ -607,6 +608,7 @@ fn http_limits_have_defaults_and_refuse_zero() {
         ("header-read-timeout", "0s"),
         ("idle-timeout", "0"),
         ("max-streams-per-peer", "0"),
+        ("max-subscriptions", "0"),
     ] {
         assert_error(
             &format!("lease:\n  type: static\nhttp:\n  {key}: {value}\n"),

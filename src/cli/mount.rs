@@ -201,15 +201,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("no role after {ROLE_WAIT:?}: mounting read-only until the lease decides");
     }
 
-    let service = Arc::new(LogService::new(
-        Arc::clone(&log),
-        Arc::clone(&node),
-        handoffs,
-        cluster_id,
-        connector,
-        metrics,
-        runtime.handle().clone(),
-    ));
+    let service = Arc::new(
+        LogService::new(
+            Arc::clone(&log),
+            Arc::clone(&node),
+            handoffs,
+            cluster_id,
+            connector,
+            metrics,
+            runtime.handle().clone(),
+        )
+        .with_max_subscriptions(config.http.max_subscriptions),
+    );
     let security = http_security(&config)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(http_listen_address(

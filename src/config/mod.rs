@@ -230,6 +230,10 @@ pub struct HttpConfig {
     /// extension.
     #[serde(deserialize_with = "de::http_max_streams_per_peer")]
     pub max_streams_per_peer: usize,
+    /// The most replica streams this node serves at once, over HTTP and QUIC together; an ltxd
+    /// extension.
+    #[serde(deserialize_with = "de::http_max_subscriptions")]
+    pub max_subscriptions: usize,
 }
 
 impl Default for HttpConfig {
@@ -249,6 +253,7 @@ impl Default for HttpConfig {
             idle_timeout: defaults::HTTP_IDLE_TIMEOUT,
             max_connections: 0,
             max_streams_per_peer: defaults::HTTP_MAX_STREAMS_PER_PEER,
+            max_subscriptions: defaults::HTTP_MAX_SUBSCRIPTIONS,
         }
     }
 }

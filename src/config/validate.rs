@@ -68,6 +68,9 @@ impl Config {
         if self.http.max_streams_per_peer == 0 {
             return fail("http.max-streams-per-peer", "must be at least 1");
         }
+        if self.http.max_subscriptions == 0 {
+            return fail("http.max-subscriptions", "must be at least 1");
+        }
         for (section, security) in [
             ("http", self.http.security()),
             ("quic", self.quic.security()),
