@@ -387,6 +387,8 @@ fn quic_options(config: &Config) -> ltxd_quic::QuicOptions {
     ltxd_quic::QuicOptions {
         keep_alive_interval: config.quic.keep_alive_interval,
         idle_timeout: config.quic.idle_timeout,
+        max_connections: config.quic.max_connections,
+        max_streams: config.quic.max_streams,
         ..ltxd_quic::QuicOptions::default()
     }
 }

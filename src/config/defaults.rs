@@ -57,3 +57,7 @@ pub const TRACING_COMPRESS: bool = true;
 pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// `quic.idle-timeout`.
 pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `quic.max-connections`: the most replica connections a QUIC server holds open at once.
+pub const QUIC_MAX_CONNECTIONS: usize = 256;
+/// `quic.max-streams`: the most streams one replica connection may have open at once.
+pub const QUIC_MAX_STREAMS: u32 = 1024;

@@ -336,6 +336,12 @@ pub struct QuicConfig {
     /// How long a connection may hear nothing before it is dead.
     #[serde(deserialize_with = "de::quic_idle_timeout")]
     pub idle_timeout: Duration,
+    /// The most replica connections the server holds open at once.
+    #[serde(deserialize_with = "de::quic_max_connections")]
+    pub max_connections: usize,
+    /// The most streams one replica connection may have open at once.
+    #[serde(deserialize_with = "de::quic_max_streams")]
+    pub max_streams: u32,
 }
 
 impl Default for QuicConfig {
@@ -351,6 +357,8 @@ impl Default for QuicConfig {
             token_env: String::new(),
             keep_alive_interval: defaults::QUIC_KEEP_ALIVE,
             idle_timeout: defaults::QUIC_IDLE_TIMEOUT,
+            max_connections: defaults::QUIC_MAX_CONNECTIONS,
+            max_streams: defaults::QUIC_MAX_STREAMS,
         }
     }
 }

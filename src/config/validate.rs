@@ -102,6 +102,12 @@ impl Config {
                 );
             }
         }
+        if self.quic.max_connections == 0 {
+            return fail("quic.max-connections", "must be at least 1");
+        }
+        if self.quic.max_streams == 0 {
+            return fail("quic.max-streams", "must be at least 1");
+        }
         let quic = self.quic.security();
         if !self.quic.addr.is_empty() && quic.cert_file.is_empty() && !quic.insecure_dev {
             return fail(
