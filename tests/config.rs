@@ -617,3 +617,44 @@ fn http_limits_have_defaults_and_refuse_zero() {
         );
     }
 }
+
+#[test]
+fn a_bad_http_addr_is_found_at_load_time_with_its_line() {
+    for addr in [
+        "\"not an addr\"",
+        "\":port\"",
+        "\"host:99999\"",
+        "\"a b:80\"",
+        "\"20202\"",
+    ] {
+        assert_error(
+            &format!("lease:\n  type: static\nhttp:\n  addr: {addr}\n"),
+            "http.addr",
+            4,
+        );
+    }
+    for addr in [
+        "\":20202\"",
+        "127.0.0.1:20202",
+        "localhost:1",
+        "\"[::1]:20202\"",
+        "node-1.internal:80",
+    ] {
+        parse(&format!("lease:\n  type: static\nhttp:\n  addr: {addr}\n")).unwrap();
+    }
+}
+
+#[test]
+fn a_duplicate_key_is_named_without_the_yaml_library_advice() {
+    let err = assert_error("lease:\n  type: static\n  type: consul\n", "lease.type", 3);
+    let msg = err.to_string();
+    assert!(msg.contains("duplicate mapping key"), "{msg}");
+    assert!(!msg.contains("DuplicateKeyPolicy"), "{msg}");
+}
+
+#[test]
+fn an_unreadable_file_names_its_cause_once() {
+    let err = Config::load(Some(Path::new("/nonexistent/ltxd.yml")), &|_| None).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+}
