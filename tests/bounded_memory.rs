@@ -1,9 +1,13 @@
 //! The decoder streams: `ltxd ltx verify` reads a large file from a pipe with a peak memory that
 //! does not grow with the file. Set `LTXD_LONG=1` to stream 10 GiB instead of the default size.
+//! And a primary's memory stays bounded while replicas subscribe and never read.
+
+mod common;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ltxd::ltx::{Encoder, Format, Header, PageNo, PageSize, TxId, FLAG_COMPRESS_LZ4};
 
@@ -75,3 +79,111 @@ fn verify_memory_does_not_grow_with_file_size() {
         assert!(large < 64 * 1024, "{format}: peak RSS {large} KiB");
     }
 }
+
+/// A process's `VmRSS`, `VmHWM` (both KiB) and thread count, from `/proc/<pid>/status`.
+fn memory_of(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    (field("VmRSS:"), field("VmHWM:"), field("Threads:"))
+}
+
+/// A `/stream` subscription over HTTP/1.1 with an empty position map (so the primary sends a
+/// snapshot of every database), whose response is never read.
+fn unread_subscription(addr: &str) -> std::net::TcpStream {
+    let body = ltxd_protocol::wire::encode_positions(&Default::default());
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: primary\r\nLitefs-Id: {:016X}\r\nContent-Length: {}\r\n\r\n",
+        0x1000 + stream.local_addr().unwrap().port() as u64,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    stream
+}
+
+/// 150 replicas that subscribe and never read keep a primary with a 20 MB database within
+/// [`SUBSCRIBER_RSS_BOUND_KIB`] of resident memory, without a thread each, and the memory goes
+/// back once they are gone (the numbers are in docs/performance.md).
+#[test]
+fn unread_subscriptions_keep_the_primary_memory_bounded() {
+    let mut primary = common::Node::with_lease("candidate: true");
+    primary.edit_config(|text| text.replace("http:\n", "http:\n  max-streams-per-peer: 200\n"));
+    primary.stop();
+    primary.start();
+    primary.sqlite(
+        "big.db",
+        "CREATE TABLE t (x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+         WHERE i < 20000) INSERT INTO t SELECT randomblob(1000) FROM n;",
+    );
+    let size = std::fs::metadata(primary.backing_db("big.db"))
+        .unwrap()
+        .len();
+    assert!(size >= 20_000_000, "{size}");
+    let pid = primary.pid().unwrap();
+    let (before, _, threads_before) = memory_of(pid);
+
+    let addr = primary.url.strip_prefix("http://").unwrap().to_string();
+    let subscribers: Vec<_> = (0..150).map(|_| unread_subscription(&addr)).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while primary.daemon_log().matches("replica subscribed").count() < 150 {
+        assert!(Instant::now() < deadline, "{}", primary.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let every stream fill what it may hold: the socket buffers, hyper's and its own.
+    let mut rss = memory_of(pid).0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = memory_of(pid).0;
+        if now <= rss + 1024 {
+            break;
+        }
+        rss = now;
+    }
+    let (during, peak, threads) = memory_of(pid);
+    eprintln!(
+        "RSS before {before} KiB, with 150 unread subscriptions {during} KiB (peak {peak} KiB), \
+         threads {threads_before} -> {threads}"
+    );
+    assert!(
+        peak <= SUBSCRIBER_RSS_BOUND_KIB,
+        "peak RSS {peak} KiB is over {SUBSCRIBER_RSS_BOUND_KIB} KiB"
+    );
+    assert!(
+        threads < threads_before + 20,
+        "{threads} threads for 150 subscriptions (from {threads_before})"
+    );
+
+    drop(subscribers);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while primary.daemon_log().matches("stream ended").count() < 150 {
+        assert!(Instant::now() < deadline, "{}", primary.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (after, _, _) = memory_of(pid);
+        if after <= before + RSS_LEFT_BEHIND_KIB || Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("RSS after they closed: {after} KiB");
+    assert!(
+        after <= before + RSS_LEFT_BEHIND_KIB,
+        "RSS {after} KiB after the subscriptions closed, from {before} KiB before"
+    );
+}
+
+/// The resident memory a primary with a 20 MB database may reach while 150 subscriptions never
+/// read (the issue's goal: 128 MB).
+const SUBSCRIBER_RSS_BOUND_KIB: u64 = 128 * 1024;
+/// How much more resident memory than before they came the primary may keep once they are gone.
+const RSS_LEFT_BEHIND_KIB: u64 = 16 * 1024;

@@ -595,6 +595,7 @@ fn http_limits_have_defaults_and_refuse_zero() {
     assert_eq!(config.http.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.http.max_connections, 0);
     assert_eq!(config.http.max_streams_per_peer, 64);
+    assert_eq!(config.http.max_subscriptions, 256);
     let config = parse(
         "http:\n  header-read-timeout: 1s\n  idle-timeout: 2s\n  max-connections: 10\n  max-streams-per-peer: 3\nlease:\n  type: static\n",
     )
@@ -607,6 +608,7 @@ fn http_limits_have_defaults_and_refuse_zero() {
         ("header-read-timeout", "0s"),
         ("idle-timeout", "0"),
         ("max-streams-per-peer", "0"),
+        ("max-subscriptions", "0"),
     ] {
         assert_error(
             &format!("lease:\n  type: static\nhttp:\n  {key}: {value}\n"),
@@ -614,4 +616,45 @@ fn http_limits_have_defaults_and_refuse_zero() {
             4,
         );
     }
+}
+
+#[test]
+fn a_bad_http_addr_is_found_at_load_time_with_its_line() {
+    for addr in [
+        "\"not an addr\"",
+        "\":port\"",
+        "\"host:99999\"",
+        "\"a b:80\"",
+        "\"20202\"",
+    ] {
+        assert_error(
+            &format!("lease:\n  type: static\nhttp:\n  addr: {addr}\n"),
+            "http.addr",
+            4,
+        );
+    }
+    for addr in [
+        "\":20202\"",
+        "127.0.0.1:20202",
+        "localhost:1",
+        "\"[::1]:20202\"",
+        "node-1.internal:80",
+    ] {
+        parse(&format!("lease:\n  type: static\nhttp:\n  addr: {addr}\n")).unwrap();
+    }
+}
+
+#[test]
+fn a_duplicate_key_is_named_without_the_yaml_library_advice() {
+    let err = assert_error("lease:\n  type: static\n  type: consul\n", "lease.type", 3);
+    let msg = err.to_string();
+    assert!(msg.contains("duplicate mapping key"), "{msg}");
+    assert!(!msg.contains("DuplicateKeyPolicy"), "{msg}");
+}
+
+#[test]
+fn an_unreadable_file_names_its_cause_once() {
+    let err = Config::load(Some(Path::new("/nonexistent/ltxd.yml")), &|_| None).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
 }

@@ -184,6 +184,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             let dblog = log.existing(&db)?;
             dblog.seal_active_segment_older_than(std::time::Duration::ZERO)?;
             let report = dblog.compact_levels(&Policy::default(), now_ms())?;
+            let db = table::escape_control(&db);
             println!(
                 "{db}: {} segment(s) rewritten, {} record(s) merged into {}",
                 report.segments, report.records_before, report.records_after
@@ -230,7 +231,7 @@ fn list(log: &Log, db: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
         let records = dblog.snapshots().into_iter().map(|r| ("snapshot", r));
         for (kind, r) in records.chain(dblog.records().into_iter().map(|r| ("record", r))) {
             rows.push(vec![
-                dblog.name().to_string(),
+                table::escape_control(dblog.name()),
                 kind.to_string(),
                 r.min_txid.to_string(),
                 r.max_txid.to_string(),
@@ -262,6 +263,7 @@ fn verify(log: &Log) -> anyhow::Result<ExitCode> {
     let mut sound = true;
     for name in log.database_names() {
         let report = log.database(&name)?.verify()?;
+        let name = table::escape_control(&name);
         if report.faults.is_empty() {
             println!(
                 "{name}: ok ({} records, {} snapshots, {} bytes)",

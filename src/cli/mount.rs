@@ -231,15 +231,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         &connector,
         metrics.registry().clone(),
     )?;
-    let service = Arc::new(LogService::new(
-        Arc::clone(&log),
-        Arc::clone(&node),
-        handoffs,
-        cluster_id,
-        connector,
-        metrics,
-        runtime.handle().clone(),
-    ));
+    let service = Arc::new(
+        LogService::new(
+            Arc::clone(&log),
+            Arc::clone(&node),
+            handoffs,
+            cluster_id,
+            connector,
+            metrics,
+            runtime.handle().clone(),
+        )
+        .with_max_subscriptions(config.http.max_subscriptions),
+    );
     let security = http_security(&config)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(http_listen_address(
@@ -415,6 +418,8 @@ fn quic_options(config: &Config) -> ltxd_quic::QuicOptions {
     ltxd_quic::QuicOptions {
         keep_alive_interval: config.quic.keep_alive_interval,
         idle_timeout: config.quic.idle_timeout,
+        max_connections: config.quic.max_connections,
+        max_streams: config.quic.max_streams,
         ..ltxd_quic::QuicOptions::default()
     }
 }

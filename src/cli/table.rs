@@ -25,8 +25,33 @@ pub fn render(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `text` with each control character (a newline, an escape that would start a terminal
+/// sequence) written as its Rust escape (`\n`, `\u{1b}`), so that a name read from disk can
+/// neither break a line of output in two nor drive the terminal.
+pub fn escape_control(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::escape_control("a.db"), "a.db");
+        assert_eq!(super::escape_control("ü.db"), "ü.db");
+        assert_eq!(
+            super::escape_control("a\nb: ok\u{1b}[31m.db\t"),
+            "a\\nb: ok\\u{1b}[31m.db\\t"
+        );
+    }
+
     #[test]
     fn pads_all_but_the_last_column() {
         let rows = vec![

@@ -55,6 +55,9 @@ null_keeps_default! {
     fuse_dir: String = dflt::FUSE_DIR.to_string();
     http_addr: String = dflt::HTTP_ADDR.to_string();
     http_max_streams_per_peer: usize = dflt::HTTP_MAX_STREAMS_PER_PEER;
+    http_max_subscriptions: usize = dflt::HTTP_MAX_SUBSCRIPTIONS;
+    quic_max_connections: usize = dflt::QUIC_MAX_CONNECTIONS;
+    quic_max_streams: u32 = dflt::QUIC_MAX_STREAMS;
     tracing_max_size: u64 = dflt::TRACING_MAX_SIZE_MB;
     tracing_max_count: u32 = dflt::TRACING_MAX_COUNT;
 }

@@ -22,6 +22,8 @@ pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `http.max-streams-per-peer`: the most `/stream` subscriptions of one peer address.
 pub const HTTP_MAX_STREAMS_PER_PEER: usize = 64;
+/// `http.max-subscriptions`: the most replica streams a node serves at once (HTTP and QUIC).
+pub const HTTP_MAX_SUBSCRIPTIONS: usize = 256;
 /// `proxy.max-lag`: replication lag beyond which the proxy's health check fails.
 pub const PROXY_MAX_LAG: Duration = Duration::from_secs(10);
 /// `proxy.primary-redirect-timeout`: how long a write waits for a known primary.
@@ -55,3 +57,7 @@ pub const TRACING_COMPRESS: bool = true;
 pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// `quic.idle-timeout`.
 pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `quic.max-connections`: the most replica connections a QUIC server holds open at once.
+pub const QUIC_MAX_CONNECTIONS: usize = 256;
+/// `quic.max-streams`: the most streams one replica connection may have open at once.
+pub const QUIC_MAX_STREAMS: u32 = 1024;

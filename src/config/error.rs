@@ -17,7 +17,8 @@ pub enum ConfigError {
         searched: Vec<PathBuf>,
     },
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// Its message leaves the cause to the error chain (`source`), which prints it once.
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -120,11 +121,12 @@ pub(super) fn from_yaml(err: &serde_saphyr::Error, text: &str, source: &Path) ->
     let rendered = err.render_with_options(serde_saphyr::render_options! {
         source_name: Some(name.as_str()),
     });
+    // The YAML library's advice to its own users means nothing to someone editing a file.
     let message = rendered
         .strip_prefix("error: ")
         .unwrap_or(&rendered)
         .trim_end()
-        .to_string();
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
     ConfigError::Parse {
         path: source.to_path_buf(),
         key,

@@ -232,6 +232,10 @@ pub struct HttpConfig {
     /// extension.
     #[serde(deserialize_with = "de::http_max_streams_per_peer")]
     pub max_streams_per_peer: usize,
+    /// The most replica streams this node serves at once, over HTTP and QUIC together; an ltxd
+    /// extension.
+    #[serde(deserialize_with = "de::http_max_subscriptions")]
+    pub max_subscriptions: usize,
 }
 
 impl Default for HttpConfig {
@@ -251,6 +255,7 @@ impl Default for HttpConfig {
             idle_timeout: defaults::HTTP_IDLE_TIMEOUT,
             max_connections: 0,
             max_streams_per_peer: defaults::HTTP_MAX_STREAMS_PER_PEER,
+            max_subscriptions: defaults::HTTP_MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -333,6 +338,12 @@ pub struct QuicConfig {
     /// How long a connection may hear nothing before it is dead.
     #[serde(deserialize_with = "de::quic_idle_timeout")]
     pub idle_timeout: Duration,
+    /// The most replica connections the server holds open at once.
+    #[serde(deserialize_with = "de::quic_max_connections")]
+    pub max_connections: usize,
+    /// The most streams one replica connection may have open at once.
+    #[serde(deserialize_with = "de::quic_max_streams")]
+    pub max_streams: u32,
 }
 
 impl Default for QuicConfig {
@@ -348,6 +359,8 @@ impl Default for QuicConfig {
             token_env: String::new(),
             keep_alive_interval: defaults::QUIC_KEEP_ALIVE,
             idle_timeout: defaults::QUIC_IDLE_TIMEOUT,
+            max_connections: defaults::QUIC_MAX_CONNECTIONS,
+            max_streams: defaults::QUIC_MAX_STREAMS,
         }
     }
 }

@@ -59,6 +59,9 @@ impl Config {
     }
 
     fn check_transports(&self) -> Result<(), Failure> {
+        if let Err(why) = check_listen_address(&self.http.addr) {
+            return fail("http.addr", why);
+        }
         if self.http.header_read_timeout.is_zero() {
             return fail("http.header-read-timeout", "must be greater than zero");
         }
@@ -67,6 +70,9 @@ impl Config {
         }
         if self.http.max_streams_per_peer == 0 {
             return fail("http.max-streams-per-peer", "must be at least 1");
+        }
+        if self.http.max_subscriptions == 0 {
+            return fail("http.max-subscriptions", "must be at least 1");
         }
         for (section, security) in [
             ("http", self.http.security()),
@@ -98,6 +104,12 @@ impl Config {
                     "cert-file and key-file go together",
                 );
             }
+        }
+        if self.quic.max_connections == 0 {
+            return fail("quic.max-connections", "must be at least 1");
+        }
+        if self.quic.max_streams == 0 {
+            return fail("quic.max-streams", "must be at least 1");
         }
         let quic = self.quic.security();
         if !self.quic.addr.is_empty() && quic.cert_file.is_empty() && !quic.insecure_dev {
@@ -167,4 +179,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `addr` is a listen address: `:PORT`, `HOST:PORT` or `[IPv6]:PORT`, the host an IP
+/// address or a host name, the port a number up to 65535.
+fn check_listen_address(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!(
+            "{addr:?} is not a listen address: write HOST:PORT, or :PORT for every interface"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{addr:?}: the port {port:?} is not a number from 0 to 65535"
+        ));
+    }
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let valid_host = match bracketed {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            host.is_empty()
+                || host.parse::<std::net::Ipv4Addr>().is_ok()
+                || host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        }
+    };
+    if !valid_host {
+        return Err(format!(
+            "{addr:?}: the host {host:?} is neither an IP address nor a host name"
+        ));
+    }
+    Ok(())
 }

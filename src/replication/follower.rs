@@ -30,6 +30,8 @@ pub struct FollowerOptions {
 
 /// How often a follower with a stream per database looks for new databases.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a failure to list the primary's databases is repeated as a warning while it lasts.
+const FAILURE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long one look for new databases may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long subscribing (connecting and the primary's answer) may take before a retry.
@@ -107,21 +109,38 @@ impl Follower {
     /// Keeps one stream per database: the local ones, and the primary's as it reports them.
     async fn follow_each_database(self, mut stop: watch::Receiver<bool>) {
         let mut streams = std::collections::BTreeMap::new();
+        // When a failure to list the primary's databases was last a warning. A refusal, a TLS
+        // failure or a wrong token is a warning at once (with no database yet, nothing else
+        // would say why the mount stays empty), and again every `FAILURE_WARNING_INTERVAL` while
+        // it lasts; the attempts in between are debug lines.
+        let mut warned: Option<tokio::time::Instant> = None;
         while !*stop.borrow() {
             let local = self.applier.positions().into_keys();
-            let remote = match tokio::time::timeout(
+            let listed = tokio::time::timeout(
                 DISCOVERY_TIMEOUT,
                 self.connector.info(&self.options.primary_url),
             )
             .await
-            {
-                Ok(Ok(info)) => info.databases.into_keys().collect(),
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, "cannot list the primary's databases");
-                    Vec::new()
+            .unwrap_or_else(|_| Err(ConnectError::Io("listing the databases timed out".into())));
+            let remote = match listed {
+                Ok(info) => {
+                    if warned.take().is_some() {
+                        tracing::info!(url = self.options.primary_url, "the primary answers again");
+                    }
+                    info.databases.into_keys().collect()
                 }
-                Err(_) => {
-                    tracing::debug!("listing the primary's databases timed out");
+                Err(err) => {
+                    let now = tokio::time::Instant::now();
+                    if warned.is_none_or(|at| now - at >= FAILURE_WARNING_INTERVAL) {
+                        tracing::warn!(
+                            url = self.options.primary_url,
+                            %err,
+                            "cannot list the primary's databases"
+                        );
+                        warned = Some(now);
+                    } else {
+                        tracing::debug!(%err, "cannot list the primary's databases");
+                    }
                     Vec::new()
                 }
             };

@@ -8,18 +8,20 @@
 //! mount's [`crate::mount::Applier`]. [`Handoffs`] carries a lease handoff between the
 //! streams, the service and the node driver.
 
+mod byte_channel;
 mod connector;
 mod follower;
 mod handoff;
 mod log_view;
 mod node;
 mod service;
+mod stream_driver;
 
 pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};
 pub use handoff::{HandoffInbox, HandoffOrder, HandoffRequest, Handoffs, StreamRegistration};
 pub use node::NodeState;
-pub use service::LogService;
+pub use service::{LogService, DEFAULT_MAX_SUBSCRIPTIONS};
 
 /// How often the primary sends a heartbeat on an idle stream.
 pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,30 +1,48 @@
 //! The primary's side: streams the log to each subscribed replica.
 
-use std::io::Read;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use ltxd_protocol::primary::{PrimaryStream, Send};
-use ltxd_protocol::wire::{encode_frame, Frame, MAX_CHUNK_LEN};
+use ltxd_protocol::primary::PrimaryStream;
 use ltxd_protocol::{
     BoxFuture, Connector, DatabaseStatus, Features, NodeInfo, Pos, PrimaryRef, Promotion, Refusal,
     Service, StreamRequest, StreamResponse,
 };
-use tokio::sync::mpsc;
+use tracing::Instrument;
 
-use super::handoff::{HandoffOrder, Handoffs, StreamRegistration};
+use super::byte_channel;
+use super::handoff::Handoffs;
 use super::log_view::LogReader;
-use super::{NodeState, HEARTBEAT_INTERVAL};
-use crate::log::{Log, LogError, Record};
+use super::stream_driver::{StreamDriver, CONCURRENT_READS, STREAM_BUFFER_BYTES};
+use super::NodeState;
+use crate::log::Log;
 use crate::metrics::{DatabaseSample, Metrics, NodeSample};
 use crate::mount::now_ms;
 use crate::node::ClusterIdFile;
 
-/// How many encoded pieces may wait to be sent to one replica.
-const STREAM_BUFFER: usize = 32;
+/// How many replica streams a node serves at once unless told otherwise.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
+
+/// Counts a subscription as open while it lives.
+struct Subscription(Arc<AtomicUsize>);
+
+impl Subscription {
+    /// Counts one more subscription in `open`, unless it holds `max` already.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Subscription> {
+        open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Subscription(Arc::clone(open)))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Serves a node's log to replicas, over any transport, and hands the lease over on request.
 pub struct LogService {
@@ -35,10 +53,15 @@ pub struct LogService {
     connector: Arc<dyn Connector>,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    max_subscriptions: usize,
+    subscriptions: Arc<AtomicUsize>,
+    /// Permits to read the log, shared by every stream.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl LogService {
-    /// A service over `log`; streams are driven on threads that wait through `runtime`.
+    /// A service over `log`; streams are driven as tasks on `runtime`, at most
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS`] at once (see [`LogService::with_max_subscriptions`]).
     /// `handoffs` connects it to the node driver; `connector` reaches the primary when this node
     /// is promoted. Responses carry the cluster ID in `cluster_id`; `metrics` are served with
     /// the node's state sampled at each scrape.
@@ -59,7 +82,17 @@ impl LogService {
             connector,
             metrics,
             runtime,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            subscriptions: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
         }
+    }
+
+    /// At most `max` replica streams at once, over every transport; more are refused with
+    /// [`Refusal::Overloaded`].
+    pub fn with_max_subscriptions(mut self, max: usize) -> Self {
+        self.max_subscriptions = max;
+        self
     }
 
     /// Each database in the log, with its position.
@@ -97,38 +130,45 @@ impl Service for LogService {
         if !self.node.is_primary() {
             return Err(Refusal::NotPrimary);
         }
+        let Some(subscription) = Subscription::take(&self.subscriptions, self.max_subscriptions)
+        else {
+            return Err(Refusal::Overloaded(format!(
+                "this node serves {} streams already",
+                self.max_subscriptions
+            )));
+        };
         let request_node_id = request.node_id;
         let replica = ltxd_protocol::format_node_id(request_node_id);
         let machine = PrimaryStream::new(request, Features::ALL, &LogReader(&self.log));
         let features = machine.features();
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let (sender, receiver) = byte_channel::channel(STREAM_BUFFER_BYTES);
         let driver = StreamDriver {
             log: Arc::clone(&self.log),
             machine,
             sender,
-            runtime: self.runtime.clone(),
             registration: self.handoffs.register(request_node_id),
             order: None,
             node: Arc::clone(&self.node),
+            reads: Arc::clone(&self.reads),
         };
-        std::thread::Builder::new()
-            .name(format!("stream-{replica}"))
-            .spawn(move || {
-                let span = tracing::info_span!("stream", replica);
-                let _enter = span.enter();
+        let span = tracing::info_span!("stream", replica);
+        self.runtime.spawn(
+            async move {
                 tracing::info!("replica subscribed");
-                match driver.run() {
+                match driver.run().await {
                     Ok(()) => tracing::info!("stream ended"),
                     Err(err) => tracing::info!(%err, "stream ended"),
                 }
-            })
-            .map_err(|err| Refusal::BadRequest(format!("cannot start the stream: {err}")))?;
+                drop(subscription);
+            }
+            .instrument(span),
+        );
         Ok(StreamResponse {
             node_id: self.node.node_id,
             cluster_id: self.cluster_id.get(),
             epoch: self.node.epoch(),
             features,
-            body: Box::pin(ReceiverStream(receiver)),
+            body: Box::pin(receiver),
         })
     }
 
@@ -195,193 +235,6 @@ impl Service for LogService {
                 .map_err(|err| Refusal::Failed(format!("the primary at {url}: {err}")))?;
             Ok(Promotion::HandedOff)
         })
-    }
-}
-
-/// Why a stream ended.
-#[derive(Debug, thiserror::Error)]
-enum StreamEnd {
-    #[error("the replica went away")]
-    Gone,
-    #[error("this node is no longer the primary")]
-    Demoted,
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Runs one replica's stream on its own thread: blocking reads of the log, and waits for
-/// changes through the runtime.
-struct StreamDriver {
-    log: Arc<Log>,
-    machine: PrimaryStream,
-    sender: mpsc::Sender<std::io::Result<Bytes>>,
-    runtime: tokio::runtime::Handle,
-    registration: StreamRegistration,
-    /// The handoff this stream was ordered to send, once it has caught the replica up.
-    order: Option<Arc<HandoffOrder>>,
-    node: Arc<NodeState>,
-}
-
-impl StreamDriver {
-    fn run(mut self) -> Result<(), StreamEnd> {
-        let mut changes = self.log.changes();
-        loop {
-            while let Some(send) = self.machine.poll(&LogReader(&self.log)) {
-                self.send(send)?;
-            }
-            if self.machine.is_finished() {
-                break;
-            }
-            let sender = self.sender.clone();
-            let orders = &mut self.registration.orders;
-            let woke = self.runtime.block_on(async {
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Closed },
-                    () = tokio::time::sleep(HEARTBEAT_INTERVAL) => Wake::Tick,
-                    () = sender.closed() => Wake::Closed,
-                    Some(order) = orders.recv() => Wake::HandOff(order),
-                }
-            });
-            // A demoted primary stops streaming (within a heartbeat), so that its replicas look
-            // for the new primary instead of waiting on a log that no longer grows.
-            if self.order.is_none() && !self.node.is_primary() {
-                return Err(StreamEnd::Demoted);
-            }
-            match woke {
-                Wake::Changed => self.machine.changed(&LogReader(&self.log)),
-                Wake::Tick => self.machine.tick(),
-                Wake::Closed => return Err(StreamEnd::Gone),
-                Wake::HandOff(order) => {
-                    // Writes have stopped: send everything up to the head, then the lease.
-                    self.machine.changed(&LogReader(&self.log));
-                    self.machine.hand_off(order.lease_id.clone());
-                    self.order = Some(order);
-                }
-            }
-        }
-        self.frame(&Frame::End)
-    }
-
-    fn send(&mut self, send: Send) -> Result<(), StreamEnd> {
-        match send {
-            Send::Record { db, after } => {
-                let log = self.log.existing(&db)?;
-                let record = log.record_after(after)?;
-                match record {
-                    Some(next)
-                        if next.record.min_txid == next.record.max_txid
-                            || self.machine.features().range_files =>
-                    {
-                        self.ltx(&db, &next.record, next.data)?;
-                    }
-                    // Compacted between the plan and the read: the plan is made again.
-                    _ => self.machine.sent(&db, after),
-                }
-            }
-            Send::Snapshot { db } => {
-                let log = self.log.existing(&db)?;
-                if let Some(snapshot) = log.snapshot_at_head()? {
-                    let data = log.source(&snapshot).open_raw()?;
-                    self.ltx(&db, &snapshot, data)?;
-                }
-            }
-            Send::DropDb { db } => self.frame(&Frame::DropDb { db })?,
-            Send::Ready => self.frame(&Frame::Ready)?,
-            Send::Heartbeat => self.frame(&Frame::Heartbeat {
-                timestamp_ms: crate::mount::now_ms(),
-            })?,
-            Send::Handoff { lease_id } => {
-                if self.order.take().is_some_and(|order| order.start_sending()) {
-                    tracing::info!("handing the lease to the replica");
-                    self.frame(&Frame::Handoff {
-                        lease_id: lease_id.into_bytes(),
-                    })?;
-                } else {
-                    tracing::warn!("the handoff was cancelled before the replica caught up");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends one LTX file: its frame, its bytes in chunks, and the end of the chunks.
-    fn ltx(&mut self, db: &str, record: &Record, mut data: impl Read) -> Result<(), StreamEnd> {
-        let size = if self.machine.features().frame_lengths {
-            record.len
-        } else {
-            0
-        };
-        let mut out = Vec::new();
-        encode_frame(
-            &Frame::Ltx {
-                db: db.to_string(),
-                size,
-            },
-            &mut out,
-        );
-        let mut piece = vec![0u8; MAX_CHUNK_LEN];
-        loop {
-            let n = read_full(&mut data, &mut piece)?;
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-            out.extend_from_slice(&piece[..n]);
-            if out.len() >= 4 * MAX_CHUNK_LEN {
-                self.bytes(std::mem::take(&mut out))?;
-            }
-        }
-        out.extend_from_slice(&0u16.to_be_bytes());
-        self.bytes(out)?;
-        self.machine
-            .sent(db, Pos::new(record.max_txid, record.post_apply_checksum));
-        Ok(())
-    }
-
-    fn frame(&mut self, frame: &Frame) -> Result<(), StreamEnd> {
-        let mut out = Vec::new();
-        encode_frame(frame, &mut out);
-        self.bytes(out)
-    }
-
-    fn bytes(&mut self, bytes: Vec<u8>) -> Result<(), StreamEnd> {
-        self.sender
-            .blocking_send(Ok(Bytes::from(bytes)))
-            .map_err(|_| StreamEnd::Gone)
-    }
-}
-
-enum Wake {
-    Changed,
-    Tick,
-    Closed,
-    HandOff(Arc<HandoffOrder>),
-}
-
-/// Reads until `buf` is full or the reader ends.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
-}
-
-/// The receiving end of a stream's channel, as the protocol's byte stream.
-struct ReceiverStream(mpsc::Receiver<std::io::Result<Bytes>>);
-
-impl futures_core::Stream for ReceiverStream {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
     }
 }
 

@@ -300,3 +300,29 @@ async fn urls_of_other_transports_are_bad() {
         Err(ConnectError::BadUrl(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused() {
+    let side = Side::insecure_dev();
+    let server = serve(
+        localhost(),
+        FakeService::new(),
+        server_config(&side.tls).unwrap(),
+        None,
+        &QuicOptions {
+            max_connections: 1,
+            ..options()
+        },
+    )
+    .unwrap();
+    let first = connector(&side);
+    first.info(&url(&server)).await.unwrap();
+    let second = connector(&side);
+    assert!(
+        second.info(&url(&server)).await.is_err(),
+        "a second connection was accepted beyond the cap of 1"
+    );
+    first.info(&url(&server)).await.unwrap();
+    drop(first);
+    server.shutdown().await;
+}

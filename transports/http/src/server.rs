@@ -34,6 +34,9 @@ const MAX_REQUEST_BODY: usize = 16 << 20;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection whose TLS handshake failed is kept open so that the client reads why.
 const LINGER: Duration = Duration::from_secs(1);
+/// How many bytes of a response HTTP/2 buffers per stream beyond what the socket takes: a
+/// replica that stops reading holds this much, on top of the service's own buffer.
+const SEND_BUFFER: usize = 128 << 10;
 /// The ALPN protocols the server offers over TLS, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -401,7 +404,10 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_send_buf_size(SEND_BUFFER);
     if let Err(err) = builder
         .serve_connection(TokioIo::new(stream), handler)
         .await

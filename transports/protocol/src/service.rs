@@ -67,6 +67,9 @@ pub enum Refusal {
     /// not subscribed, the lease cannot be handed off, the primary is unreachable).
     #[error("{0}")]
     Failed(String),
+    /// The node serves as many streams as it allows; the caller may try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl Refusal {
@@ -76,6 +79,7 @@ impl Refusal {
             Refusal::SelfConnect | Refusal::BadRequest(_) => 400,
             Refusal::Unauthorized(_) => 401,
             Refusal::NotCandidate => 409,
+            Refusal::Overloaded(_) => 429,
             Refusal::Failed(_) => 500,
             Refusal::NotPrimary => 503,
         }

@@ -21,6 +21,9 @@ pub struct QuicOptions {
     /// The most streams (subscriptions and `info` calls) a replica may have open at once on one
     /// connection (`quic.max-streams`, 1024). Each database a replica follows may use one.
     pub max_streams: u32,
+    /// The most replica connections a server holds open at once (`quic.max-connections`, 256);
+    /// beyond it a new connection is refused before its handshake.
+    pub max_connections: usize,
 }
 
 impl Default for QuicOptions {
@@ -30,6 +33,7 @@ impl Default for QuicOptions {
             idle_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_streams: 1024,
+            max_connections: 256,
         }
     }
 }

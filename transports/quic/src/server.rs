@@ -94,8 +94,19 @@ pub fn serve(
         header_timeout: options.handshake_timeout,
     });
     let accepting = endpoint.clone();
+    let max_connections = options.max_connections;
     let task = tokio::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
+            if accepting.open_connections() >= max_connections {
+                // Refused before the handshake: no TLS work and no state for it.
+                tracing::debug!(
+                    peer = %incoming.remote_address(),
+                    max_connections,
+                    "QUIC connection refused: the connection limit is reached"
+                );
+                incoming.refuse();
+                continue;
+            }
             tokio::spawn(connection(incoming, Arc::clone(&shared)));
         }
     });
