@@ -51,6 +51,7 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "idle-timeout",
             "max-connections",
             "max-streams-per-peer",
+            "max-subscriptions",
         ],
     ),
     (
@@ -66,6 +67,8 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "token-env",
             "keep-alive-interval",
             "idle-timeout",
+            "max-connections",
+            "max-streams",
         ],
     ),
     (
