@@ -10,6 +10,7 @@
 mod apply;
 mod busy_poll;
 mod capture;
+mod detector;
 mod fs;
 mod lock_wait;
 mod locks;
@@ -18,6 +19,7 @@ mod parked;
 mod recovery;
 mod session;
 mod shm;
+mod trace;
 mod wal;
 
 pub use apply::{Applier, ApplyError};
