@@ -81,7 +81,7 @@ fn concurrent_processes_in(mode: &str, node: &mut Node, seed: u64) {
 
 #[test]
 fn every_journal_mode_with_concurrent_processes() {
-    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "WAL"]
+    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF", "WAL"]
         .into_iter()
         .enumerate()
     {

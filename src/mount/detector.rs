@@ -8,8 +8,10 @@
 //! and the handoff's drain take their locks through it too, as the owner [`APPLIER`].
 //!
 //! Commit points: in rollback-journal modes, the unlink (DELETE), truncation to zero (TRUNCATE)
-//! or zeroed header (PERSIST) of the journal; in WAL mode, the release of the WAL write lock
-//! (`-shm` byte 120) by its holder, or the close of `-shm` while holding it. Refusals: any change
+//! or zeroed header (PERSIST) of the journal; without a journal file (MEMORY, OFF), the release
+//! of the database file's EXCLUSIVE lock after the database was written and the journal was
+//! not; in WAL mode, the release of the WAL write lock (`-shm` byte 120) by its holder, or the
+//! close of `-shm` while holding it. Refusals: any change
 //! on a replica except to `-shm`; a WAL write while nobody holds the WAL write lock (EXCLUSIVE
 //! locking mode in WAL hides transaction boundaries); the checkpoint lock while another owner
 //! holds the WAL write lock (a checkpoint must not copy frames the log does not have yet); the
@@ -34,6 +36,9 @@ pub(super) const WAL_WRITE_LOCK: u64 = 120;
 pub(super) const WAL_CKPT_LOCK: u64 = 121;
 /// The size of the rollback journal's header, which PERSIST mode zeroes to commit.
 const JOURNAL_HEADER_LEN: u64 = 28;
+/// The first byte of SQLite's SHARED range in the database file: a writer holds it with a write
+/// lock (EXCLUSIVE) while it changes the file.
+const SHARED_FIRST: u64 = 0x4000_0002;
 
 /// A file operation, as the detector sees it. Files are named by inode (see `names.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +111,8 @@ pub(super) enum Op {
 pub(super) enum Verdict {
     /// Perform it (a lock request: it was granted).
     Pass,
-    /// Capture the rollback-journal commit, then perform it.
+    /// Capture the rollback-journal commit, then perform it (a lock request: it was granted,
+    /// and is answered once the commit is captured).
     CommitJournal,
     /// Capture the WAL commit, then perform it.
     CommitWal,
@@ -145,10 +151,19 @@ impl Refusal {
     }
 }
 
-/// The detector: the lock tables of the mount's files, and the rules above.
+/// The detector: the lock tables of the mount's files, what each database's files were written
+/// with since its last rollback-journal commit point, and the rules above.
 #[derive(Debug, Default)]
 pub(super) struct Detector {
     tables: HashMap<u64, LockTable>,
+    written: HashMap<usize, Written>,
+}
+
+/// Which of a database's files were written since its last rollback-journal commit point.
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    database: bool,
+    journal: bool,
 }
 
 impl Op {
@@ -168,7 +183,7 @@ impl Op {
 
 impl Detector {
     /// What `op` means, with the node `writable` (primary) or not. Grants lock requests; never
-    /// changes anything for [`Op::Unlock`] and [`Op::Close`] (see [`Detector::release`]).
+    /// changes a lock table for [`Op::Unlock`] and [`Op::Close`] (see [`Detector::release`]).
     pub(super) fn decide(&mut self, op: &Op, writable: bool) -> Verdict {
         match *op {
             // SQLite opens the WAL and its index read-write even for a read-only connection,
@@ -193,7 +208,15 @@ impl Detector {
                 }
                 match kind {
                     FileKind::Journal if offset == 0 && len == JOURNAL_HEADER_LEN && zeroes => {
-                        Verdict::CommitJournal
+                        self.journal_commit(db)
+                    }
+                    FileKind::Journal => {
+                        self.written.entry(db).or_default().journal = true;
+                        Verdict::Pass
+                    }
+                    FileKind::Database => {
+                        self.written.entry(db).or_default().database = true;
+                        Verdict::Pass
                     }
                     FileKind::Wal if !self.writer_holds(shm(db), WAL_WRITE_LOCK) => {
                         Verdict::Refuse(Refusal::ExclusiveWal)
@@ -201,23 +224,23 @@ impl Detector {
                     _ => Verdict::Pass,
                 }
             }
-            Op::Truncate { ino, size } => match kind(ino) {
-                None | Some(FileKind::Pos) => Verdict::Refuse(Refusal::NotPermitted),
-                Some(kind) if !writable && kind != FileKind::Shm => {
+            Op::Truncate { ino, size } => match names::from_inode(ino) {
+                None | Some((_, FileKind::Pos)) => Verdict::Refuse(Refusal::NotPermitted),
+                Some((_, kind)) if !writable && kind != FileKind::Shm => {
                     Verdict::Refuse(Refusal::ReadOnly)
                 }
-                Some(FileKind::Journal) if size == 0 => Verdict::CommitJournal,
-                Some(FileKind::Wal) if size == 0 => Verdict::WalReset,
+                Some((db, FileKind::Journal)) if size == 0 => self.journal_commit(db),
+                Some((_, FileKind::Wal)) if size == 0 => Verdict::WalReset,
                 Some(_) => Verdict::Pass,
             },
-            Op::Unlink { ino } => match kind(ino) {
-                Some(kind) if !writable && kind != FileKind::Shm => {
+            Op::Unlink { ino } => match names::from_inode(ino) {
+                Some((_, kind)) if !writable && kind != FileKind::Shm => {
                     Verdict::Refuse(Refusal::ReadOnly)
                 }
-                Some(FileKind::Journal) => Verdict::CommitJournal,
-                Some(FileKind::Wal) => Verdict::WalReset,
-                Some(FileKind::Shm) => Verdict::Pass,
-                Some(FileKind::Database | FileKind::Pos) | None => {
+                Some((db, FileKind::Journal)) => self.journal_commit(db),
+                Some((_, FileKind::Wal)) => Verdict::WalReset,
+                Some((_, FileKind::Shm)) => Verdict::Pass,
+                Some((_, FileKind::Database | FileKind::Pos)) | None => {
                     Verdict::Refuse(Refusal::NotPermitted)
                 }
             },
@@ -236,6 +259,8 @@ impl Detector {
             } => {
                 if (start..=end).contains(&WAL_WRITE_LOCK) && self.holds_wal_write(ino, owner) {
                     Verdict::CommitWal
+                } else if (start..=end).contains(&SHARED_FIRST) {
+                    self.exclusive_released(ino, owner)
                 } else {
                     Verdict::Pass
                 }
@@ -244,7 +269,7 @@ impl Detector {
                 if self.holds_wal_write(ino, owner) {
                     Verdict::CommitWal
                 } else {
-                    Verdict::Pass
+                    self.exclusive_released(ino, owner)
                 }
             }
         }
@@ -293,6 +318,10 @@ impl Detector {
 
     fn lock(&mut self, ino: u64, holder: Holder, start: u64, end: u64, kind: LockKind) -> Verdict {
         let owner = holder.owner;
+        // EXCLUSIVE down to SHARED ends a write transaction, as a release does.
+        let downgrade = (kind == LockKind::Read && (start..=end).contains(&SHARED_FIRST))
+            .then(|| self.exclusive_holder(ino, owner))
+            .flatten();
         let table = self.tables.entry(ino).or_default();
         // A checkpoint must not copy frames of a commit that is not in the log yet.
         let checkpoint = names::from_inode(ino).is_some_and(|(_, k)| k == FileKind::Shm)
@@ -320,10 +349,49 @@ impl Detector {
             return Verdict::Refuse(Refusal::Conflict { only_applier });
         }
         match table.try_lock(holder, start, end, kind) {
-            Ok(()) => Verdict::Pass,
+            Ok(()) => match downgrade {
+                Some(db) => self.unjournaled_commit(db),
+                None => Verdict::Pass,
+            },
             Err(_) => Verdict::Refuse(Refusal::Conflict {
                 only_applier: false,
             }),
+        }
+    }
+
+    /// A rollback-journal commit point of database `db`.
+    fn journal_commit(&mut self, db: usize) -> Verdict {
+        self.written.remove(&db);
+        Verdict::CommitJournal
+    }
+
+    /// `owner` lets go of what it holds of `ino` at SQLite's SHARED range: if that was the
+    /// EXCLUSIVE lock on a database file that was written without a journal (journal modes
+    /// MEMORY and OFF), the transaction has committed (or rolled back, restoring the pages).
+    /// After a hot journal, its rollback's commit point is the journal's removal or reset.
+    fn exclusive_released(&mut self, ino: u64, owner: u64) -> Verdict {
+        match self.exclusive_holder(ino, owner) {
+            Some(db) => self.unjournaled_commit(db),
+            None => Verdict::Pass,
+        }
+    }
+
+    /// The database whose file `ino` is, if `owner` (a writer) holds its EXCLUSIVE lock.
+    fn exclusive_holder(&self, ino: u64, owner: u64) -> Option<usize> {
+        let (db, kind) = names::from_inode(ino)?;
+        let held = self
+            .tables
+            .get(&ino)
+            .is_some_and(|t| t.held(owner, SHARED_FIRST) == Some(LockKind::Write));
+        (kind == FileKind::Database && owner != APPLIER && held).then_some(db)
+    }
+
+    /// The end of an EXCLUSIVE lock on database `db`: a commit point if the database was
+    /// written and the journal was not.
+    fn unjournaled_commit(&mut self, db: usize) -> Verdict {
+        match self.written.get(&db) {
+            Some(w) if w.database && !w.journal => self.journal_commit(db),
+            _ => Verdict::Pass,
         }
     }
 

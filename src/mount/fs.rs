@@ -241,6 +241,35 @@ impl Shared {
         verdict
     }
 
+    /// Does what the detector's verdict on an operation of file `ino` asks before the operation
+    /// is performed: captures a commit, forgets the WAL's read position, or refuses.
+    pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
+        let commit = match verdict {
+            Verdict::Pass => return Ok(()),
+            Verdict::Refuse(refusal) => {
+                if refusal == Refusal::ExclusiveWal {
+                    tracing::error!(
+                        ino,
+                        "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
+                    );
+                }
+                return Err(Errno::from_i32(refusal.errno()));
+            }
+            commit => commit,
+        };
+        let (db, _) = ino.and_then(names::from_inode).ok_or(Errno::ENOENT)?;
+        let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+        let captured = match commit {
+            Verdict::CommitJournal => capture.commit_journal().map(drop),
+            Verdict::CommitWal => capture.commit_wal().map(drop),
+            _ => {
+                capture.wal_reset();
+                Ok(())
+            }
+        };
+        captured.map_err(|e| capture_failed(capture.name(), &e))
+    }
+
     /// Releases the locks of an [`Op::Unlock`] or [`Op::Close`] whose verdict was acted on, and
     /// wakes blocked lock requests.
     pub(super) fn release(&self, op: &Op) {
@@ -444,38 +473,9 @@ impl LtxdFs {
         Some((Arc::clone(h.file.as_ref()?), h.db, h.kind))
     }
 
-    /// Does what the detector's verdict on an operation of file `ino` asks before the operation
-    /// is performed: captures a commit, forgets the WAL's read position, or refuses.
-    fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
-        let commit = match verdict {
-            Verdict::Pass => return Ok(()),
-            Verdict::Refuse(refusal) => {
-                if refusal == Refusal::ExclusiveWal {
-                    tracing::error!(
-                        ino,
-                        "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
-                    );
-                }
-                return Err(Errno::from_i32(refusal.errno()));
-            }
-            commit => commit,
-        };
-        let (db, _) = ino.and_then(names::from_inode).ok_or(Errno::ENOENT)?;
-        let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
-        let captured = match commit {
-            Verdict::CommitJournal => capture.commit_journal().map(drop),
-            Verdict::CommitWal => capture.commit_wal().map(drop),
-            _ => {
-                capture.wal_reset();
-                Ok(())
-            }
-        };
-        captured.map_err(|e| capture_failed(capture.name(), &e))
-    }
-
     /// Asks the detector about `op` on file `ino` and acts on the verdict.
     fn detect(&self, op: Op) -> Result<(), Errno> {
-        self.act(op.ino(), self.shared.decide(&op))
+        self.shared.act(op.ino(), self.shared.decide(&op))
     }
 
     /// Asks the detector about an unlock or close, acts on the verdict (a WAL commit is
@@ -645,7 +645,7 @@ impl Filesystem for LtxdFs {
                     "refusing to delete a database through the mount"
                 );
             }
-            self.act(Some(ino), verdict)?;
+            self.shared.act(Some(ino), verdict)?;
             let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
             std::fs::remove_file(path).map_err(|e| errno(&e))
         })();
@@ -1065,6 +1065,13 @@ impl Filesystem for LtxdFs {
             kind,
         };
         let verdict = self.shared.decide(&request);
+        if verdict == Verdict::CommitJournal {
+            // Granted: EXCLUSIVE down to SHARED after writing without a journal.
+            return match self.shared.act(Some(ino.0), verdict) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
         if verdict == Verdict::Pass {
             return reply.ok();
         }
@@ -1080,12 +1087,13 @@ impl Filesystem for LtxdFs {
                 let granted =
                     shared.lock_changes.wait_for(Duration::from_secs(30), || {
                         match shared.decide(&request) {
-                            Verdict::Pass => Ok(()),
+                            verdict @ (Verdict::Pass | Verdict::CommitJournal) => Ok(verdict),
                             _ => Err(()),
                         }
                     });
-                match granted {
-                    Ok(()) => reply.ok(),
+                match granted.map(|verdict| shared.act(request.ino(), verdict)) {
+                    Ok(Ok(())) => reply.ok(),
+                    Ok(Err(e)) => reply.error(e),
                     Err(()) => reply.error(Errno::EAGAIN),
                 }
             });

@@ -464,6 +464,17 @@ fn records(text: &str) -> usize {
 }
 
 #[test]
+fn journal_modes_without_a_journal_file_commit_once_per_transaction() {
+    for (name, text) in [fixture!("memory"), fixture!("off")] {
+        let tally = replay(name, text);
+        // The schema and three inserts; the rolled-back insert never reached the file, so
+        // its end is no commit point.
+        assert_eq!(records(text), 4, "{name}");
+        assert_eq!(tally.commit_journal, 4, "{name}");
+    }
+}
+
+#[test]
 fn rollback_journal_modes_commit_once_per_transaction() {
     for (name, text) in [
         fixture!("delete"),
@@ -491,9 +502,10 @@ fn wal_mode_commits_at_each_release_of_the_write_lock() {
     let tally = replay(name, text);
     // The switch to WAL is a rollback-journal commit; then the schema, three inserts and the
     // rollback each release the write lock, and so does the last connection's close, which
-    // checkpoints and removes the WAL.
+    // checkpoints and removes the WAL under EXCLUSIVE: the end of that EXCLUSIVE lock is a
+    // commit point without a journal, where capture finds the log's state (no record).
     assert_eq!(records(text), 5);
-    assert_eq!(tally.commit_journal, 1);
+    assert_eq!(tally.commit_journal, 2);
     assert_eq!(tally.commit_wal, 6);
     assert_eq!(tally.exclusive_wal + tally.read_only + tally.conflicts, 0);
 }
@@ -570,4 +582,51 @@ fn a_replica_applies_under_the_readers_locks_and_refuses_writers() {
     assert_eq!(tally.read_only, 1);
     assert_eq!(tally.exclusive_wal, 0);
     assert_eq!(tally.commit_journal, 0);
+}
+
+#[test]
+fn without_a_journal_file_the_release_of_the_exclusive_lock_commits() {
+    // MEMORY and OFF: the database is written under EXCLUSIVE, with no journal file.
+    let mut s = Session::primary();
+    s.shared(1);
+    s.exclusive(1);
+    assert_eq!(s.write(db(), 0, &[1; 4096]), PASS);
+    // SQLite goes down from EXCLUSIVE to SHARED: that is the commit point.
+    assert_eq!(
+        s.lock(db(), 1, SHARED_FIRST, SHARED_LAST, Read),
+        Verdict::CommitJournal
+    );
+    assert_eq!(s.unlock(db(), 1, PENDING, RESERVED), PASS);
+    assert_eq!(s.unlock(db(), 1, 0, u64::MAX), PASS);
+    // An unlock that ends EXCLUSIVE is one as well, and so is a close.
+    s.shared(1);
+    s.exclusive(1);
+    assert_eq!(s.write(db(), 4096, &[2; 4096]), PASS);
+    assert_eq!(s.unlock(db(), 1, 0, u64::MAX), Verdict::CommitJournal);
+    s.shared(1);
+    s.exclusive(1);
+    assert_eq!(s.write(db(), 4096, &[3; 4096]), PASS);
+    assert_eq!(s.close(db(), 1), Verdict::CommitJournal);
+    // Nothing written, nothing to commit.
+    s.shared(1);
+    s.exclusive(1);
+    assert_eq!(s.close(db(), 1), PASS);
+}
+
+#[test]
+fn with_a_journal_the_release_of_the_exclusive_lock_is_no_commit() {
+    // A writer killed with its pages in the database file leaves a hot journal: the kernel's
+    // release of its locks is not a commit, the journal's removal by the rollback is.
+    let mut s = Session::primary();
+    s.shared(1);
+    s.exclusive(1);
+    assert_eq!(s.write(journal(), 0, &[0xd9; 28]), PASS);
+    assert_eq!(s.write(journal(), 512, &[7; 4096]), PASS);
+    assert_eq!(s.write(db(), 0, &[1; 4096]), PASS);
+    assert_eq!(s.close(db(), 1), PASS);
+    s.shared(2);
+    s.exclusive(2);
+    assert_eq!(s.write(db(), 0, &[0; 4096]), PASS);
+    assert_eq!(s.op(Op::Unlink { ino: journal() }), Verdict::CommitJournal);
+    assert_eq!(s.close(db(), 2), PASS);
 }
