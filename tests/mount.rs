@@ -81,7 +81,7 @@ fn concurrent_processes_in(mode: &str, node: &mut Node, seed: u64) {
 
 #[test]
 fn every_journal_mode_with_concurrent_processes() {
-    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "WAL"]
+    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF", "WAL"]
         .into_iter()
         .enumerate()
     {
@@ -272,6 +272,36 @@ fn a_replica_refuses_writes_as_a_read_only_database() {
         std::fs::read_to_string(node.path(".primary")).unwrap(),
         "primary-host\n"
     );
+}
+
+/// On a replica, leaving WAL mode fails with "disk I/O error", not a read-only error: SQLite
+/// opened the database read-only (the mount refused it for writing with EROFS), but the WAL and
+/// its index read-write (a replica's readers must be able to create them), so the connection
+/// checkpoints to leave WAL mode and writes through its read-only descriptor, which the kernel
+/// refuses (EBADF) before the mount sees a request, as for a plain read-only file. The message
+/// is SQLite's; what matters is that nothing changes.
+#[test]
+fn leaving_wal_mode_on_a_replica_fails_and_changes_nothing() {
+    let mut node = Node::primary();
+    node.sqlite(
+        "w.db",
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (42);",
+    );
+    node.stop();
+    node.edit_config(|c| c.replace("candidate: true", "candidate: false"));
+    node.start();
+    assert_eq!(node.sqlite("w.db", "SELECT x FROM t;").trim(), "42");
+    let before = std::fs::read(node.backing_db("w.db")).unwrap();
+    let err = node
+        .sqlite_result("w.db", "PRAGMA journal_mode=DELETE;")
+        .unwrap_err();
+    assert!(
+        err.contains("disk I/O error") || err.contains("readonly"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(node.backing_db("w.db")).unwrap(), before);
+    assert_eq!(node.sqlite("w.db", "PRAGMA journal_mode;").trim(), "wal");
+    assert_eq!(node.sqlite("w.db", "SELECT x FROM t;").trim(), "42");
 }
 
 #[test]

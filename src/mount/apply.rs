@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::capture::{CaptureError, Unlogged};
+use super::detector::{Op, Verdict};
 use super::fs::Shared;
 use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind};
@@ -163,11 +164,19 @@ impl Applier {
             owner: APPLIER,
             pid: std::process::id(),
         };
-        self.shared.lock_changes.wait_for(wait, || {
-            self.shared
-                .with_locks(ino, |t| t.try_lock(holder, start, end, LockKind::Write))
-                .map_err(drop)
-        })
+        let request = Op::Lock {
+            ino,
+            holder,
+            start,
+            end,
+            kind: LockKind::Write,
+        };
+        self.shared
+            .lock_changes
+            .wait_for(wait, || match self.shared.decide(&request) {
+                Verdict::Pass => Ok(()),
+                _ => Err(()),
+            })
     }
 
     fn apply_locked<'a>(

@@ -19,19 +19,17 @@ use fuser::{
 
 use super::busy_poll::BusyPoll;
 use super::capture::{Capture, CaptureError, CaptureOptions};
+use super::detector::{Detector, Op, Refusal, Verdict};
 use super::lock_wait::LockWaiters;
-use super::locks::{Holder, LockKind, LockTable};
+use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
-use super::parked::{blocked_only_by_applier, ParkedLock, APPLIER};
+use super::parked::{ParkedLock, APPLIER};
+use super::trace::TraceRecorder;
 use crate::log::Log;
 use crate::metrics::Metrics;
 
 /// How long the kernel may cache names and attributes.
 const TTL: Duration = Duration::from_secs(1);
-/// The WAL index's write lock byte: a writer releasing it has committed.
-const WAL_WRITE_LOCK: u64 = 120;
-/// The WAL index's checkpoint lock byte.
-const WAL_CKPT_LOCK: u64 = 121;
 
 /// What the mount needs to know about the node.
 #[derive(Clone, Debug)]
@@ -68,7 +66,10 @@ pub(super) struct Shared {
     pub(super) options: MountOptions,
     pub(super) log: Arc<Log>,
     pub(super) databases: RwLock<Databases>,
-    pub(super) locks: Mutex<HashMap<u64, LockTable>>,
+    /// Commit detection, with the lock tables of every file.
+    pub(super) detector: Mutex<Detector>,
+    /// The operation trace, with `LTXD_TRACE_OPS` (see [`super::trace`]).
+    trace: Option<Mutex<TraceRecorder>>,
     pub(super) lock_changes: LockWaiters,
     pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
     /// True while the node is primary: databases may be written.
@@ -153,7 +154,8 @@ impl LtxdFs {
             options,
             log,
             databases: RwLock::new(Databases::default()),
-            locks: Mutex::new(HashMap::new()),
+            detector: Mutex::new(Detector::default()),
+            trace: TraceRecorder::from_env().map(Mutex::new),
             lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
             node_view: std::sync::OnceLock::new(),
@@ -217,29 +219,72 @@ impl Shared {
         Some(capture.dir().join(kind.backing_name()?))
     }
 
-    pub(super) fn with_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        f(locks.entry(ino).or_default())
+    pub(super) fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
+        self.detector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True if `owner` holds byte `at` of `ino` with a write lock.
-    pub(super) fn holds_write(&self, ino: u64, owner: u64, at: u64) -> bool {
-        self.with_locks(ino, |t| t.held(owner, at) == Some(LockKind::Write))
+    /// Asks the detector what `op` means (see [`super::detector`]). For an [`Op::Unlock`] or
+    /// [`Op::Close`], act on the verdict and then call [`Shared::release`].
+    pub(super) fn decide(&self, op: &Op) -> Verdict {
+        self.decide_in(&mut self.detector(), op)
     }
 
-    /// Changes the lock table of `ino`, drops it once empty, and wakes blocked lock requests.
-    pub(super) fn release_locks<T>(&self, ino: u64, f: impl FnOnce(&mut LockTable) -> T) -> T {
-        let result = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            let table = locks.entry(ino).or_default();
-            let result = f(table);
-            if table.is_empty() {
-                locks.remove(&ino);
+    fn decide_in(&self, detector: &mut Detector, op: &Op) -> Verdict {
+        let writable = self.is_writable();
+        let verdict = detector.decide(op, writable);
+        if let Some(trace) = &self.trace {
+            trace
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(op, writable, verdict);
+        }
+        verdict
+    }
+
+    /// Does what the detector's verdict on an operation of file `ino` asks before the operation
+    /// is performed: captures a commit, forgets the WAL's read position, or refuses.
+    pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
+        let commit = match verdict {
+            Verdict::Pass => return Ok(()),
+            Verdict::Refuse(refusal) => {
+                if refusal == Refusal::ExclusiveWal {
+                    tracing::error!(
+                        ino,
+                        "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
+                    );
+                }
+                return Err(Errno::from_i32(refusal.errno()));
             }
-            result
+            commit => commit,
         };
+        let (db, _) = ino.and_then(names::from_inode).ok_or(Errno::ENOENT)?;
+        let capture = self.capture(db).ok_or(Errno::ENOENT)?;
+        let captured = match commit {
+            Verdict::CommitJournal => capture.commit_journal().map(drop),
+            Verdict::CommitWal => capture.commit_wal().map(drop),
+            _ => {
+                capture.wal_reset();
+                Ok(())
+            }
+        };
+        captured.map_err(|e| capture_failed(capture.name(), &e))
+    }
+
+    /// Releases the locks of an [`Op::Unlock`] or [`Op::Close`] whose verdict was acted on, and
+    /// wakes blocked lock requests.
+    pub(super) fn release(&self, op: &Op) {
+        self.release_in(&mut self.detector(), op);
         self.lock_changes.notify();
-        result
+    }
+
+    fn release_in(&self, detector: &mut Detector, op: &Op) {
+        detector.release(op);
+        if let Some(trace) = &self.trace {
+            trace
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_release(op);
+        }
     }
 
     /// Drops the kernel's cached listing of the root, if it keeps one: called when the listing
@@ -264,29 +309,19 @@ impl Shared {
     /// it, or refuses it.
     pub(super) fn lock_or_park(&self, request: ParkedLock) {
         let answer = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            let table = locks.entry(request.ino).or_default();
-            match request.retry(table) {
-                Ok(()) => Ok(()),
-                Err(_)
-                    if blocked_only_by_applier(
-                        table,
-                        request.holder.owner,
-                        request.start,
-                        request.end,
-                        request.kind,
-                    ) =>
-                {
+            let mut detector = self.detector();
+            match self.decide_in(&mut detector, &request.op()) {
+                Verdict::Refuse(Refusal::Conflict { only_applier: true }) => {
                     let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
                     parked.push(request);
                     return;
                 }
-                Err(err) => Err(err),
+                verdict => verdict,
             }
         };
         match answer {
-            Ok(()) => request.reply.ok(),
-            Err(err) => request.reply.error(err),
+            Verdict::Refuse(refusal) => request.reply.error(Errno::from_i32(refusal.errno())),
+            _ => request.reply.ok(),
         }
     }
 
@@ -294,31 +329,31 @@ impl Shared {
     /// the order they came, before the applier can lock again.
     pub(super) fn release_applier_locks(&self, ino: u64) {
         let answers: Vec<_> = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            let table = locks.entry(ino).or_default();
-            table.unlock_all(APPLIER);
+            let mut detector = self.detector();
+            let close = Op::Close {
+                ino,
+                owner: APPLIER,
+            };
+            self.decide_in(&mut detector, &close);
+            self.release_in(&mut detector, &close);
             let waiting: Vec<ParkedLock> = {
                 let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
                 let (waiting, others) = parked.drain(..).partition(|p| p.ino == ino);
                 *parked = others;
                 waiting
             };
-            let answers = waiting
+            waiting
                 .into_iter()
                 .map(|request| {
-                    let answer = request.retry(table);
+                    let answer = self.decide_in(&mut detector, &request.op());
                     (request.reply, answer)
                 })
-                .collect();
-            if table.is_empty() {
-                locks.remove(&ino);
-            }
-            answers
+                .collect()
         };
         for (reply, answer) in answers {
             match answer {
-                Ok(()) => reply.ok(),
-                Err(err) => reply.error(err),
+                Verdict::Refuse(refusal) => reply.error(Errno::from_i32(refusal.errno())),
+                _ => reply.ok(),
             }
         }
         self.lock_changes.notify();
@@ -438,35 +473,17 @@ impl LtxdFs {
         Some((Arc::clone(h.file.as_ref()?), h.db, h.kind))
     }
 
-    /// Captures a WAL commit if `owner` held the WAL write lock and is giving it up.
-    fn commit_wal_if_writer(&self, db: usize, held_write: bool) -> Result<(), Errno> {
-        if !held_write {
-            return Ok(());
-        }
-        let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
-        capture
-            .commit_wal()
-            .map(|_| ())
-            .map_err(|e| capture_failed(capture.name(), &e))
+    /// Asks the detector about `op` on file `ino` and acts on the verdict.
+    fn detect(&self, op: Op) -> Result<(), Errno> {
+        self.shared.act(op.ino(), self.shared.decide(&op))
     }
 
-    /// Refuses to change a file on a replica, except the WAL index, which readers write.
-    fn check_writable(&self, kind: FileKind) -> Result<(), Errno> {
-        if self.shared.is_writable() || kind == FileKind::Shm {
-            Ok(())
-        } else {
-            Err(Errno::EROFS)
-        }
-    }
-
-    /// Refuses to open or create a file for writing on a replica, except the WAL and its index:
-    /// SQLite opens both read-write even for a read-only connection, and only falls back to
-    /// read-only when the file already exists. Writes to the WAL are still refused.
-    fn check_openable_for_write(&self, kind: FileKind) -> Result<(), Errno> {
-        match kind {
-            FileKind::Wal | FileKind::Shm => Ok(()),
-            _ => self.check_writable(kind),
-        }
+    /// Asks the detector about an unlock or close, acts on the verdict (a WAL commit is
+    /// captured while the writer still holds its lock), then releases the locks.
+    fn release(&self, op: Op) -> Result<(), Errno> {
+        let result = self.detect(op);
+        self.shared.release(&op);
+        result
     }
 
     fn open_backing(
@@ -597,19 +614,8 @@ impl Filesystem for LtxdFs {
         self.note_request();
         let result = (|| -> Result<FileAttr, Errno> {
             if let Some(size) = size {
+                self.detect(Op::Truncate { ino: ino.0, size })?;
                 let (db, kind) = names::from_inode(ino.0).ok_or(Errno::EPERM)?;
-                self.check_writable(kind)?;
-                let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
-                match kind {
-                    FileKind::Journal if size == 0 => {
-                        capture
-                            .commit_journal()
-                            .map_err(|e| capture_failed(capture.name(), &e))?;
-                    }
-                    FileKind::Wal if size == 0 => capture.wal_reset(),
-                    FileKind::Pos => return Err(Errno::EPERM),
-                    _ => {}
-                }
                 let file = self.open_backing(db, kind, true, false)?;
                 file.set_len(size).map_err(|e| errno(&e))?;
             }
@@ -631,24 +637,15 @@ impl Filesystem for LtxdFs {
                 return Err(Errno::EPERM);
             };
             let db = self.shared.database_index(&db_name).ok_or(Errno::ENOENT)?;
-            self.check_writable(kind)?;
-            let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
-            match kind {
-                FileKind::Journal => {
-                    capture
-                        .commit_journal()
-                        .map_err(|e| capture_failed(capture.name(), &e))?;
-                }
-                FileKind::Wal => capture.wal_reset(),
-                FileKind::Shm => {}
-                FileKind::Database | FileKind::Pos => {
-                    tracing::warn!(
-                        db = db_name,
-                        "refusing to delete a database through the mount"
-                    );
-                    return Err(Errno::EPERM);
-                }
+            let ino = names::inode(db, kind);
+            let verdict = self.shared.decide(&Op::Unlink { ino });
+            if verdict == Verdict::Refuse(Refusal::NotPermitted) {
+                tracing::warn!(
+                    db = db_name,
+                    "refusing to delete a database through the mount"
+                );
             }
+            self.shared.act(Some(ino), verdict)?;
             let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
             std::fs::remove_file(path).map_err(|e| errno(&e))
         })();
@@ -673,9 +670,7 @@ impl Filesystem for LtxdFs {
             }
             let (db, kind) = names::from_inode(ino.0).ok_or(Errno::ENOENT)?;
             let write = Self::wants_write(flags);
-            if write {
-                self.check_openable_for_write(kind)?;
-            }
+            self.detect(Op::Open { kind, write })?;
             let file = self.open_backing(db, kind, write, false)?;
             let fh = self.new_handle(Handle {
                 file: Some(Arc::new(file)),
@@ -711,7 +706,7 @@ impl Filesystem for LtxdFs {
             if kind == FileKind::Pos {
                 return Err(Errno::EACCES);
             }
-            self.check_openable_for_write(kind)?;
+            self.detect(Op::Open { kind, write: true })?;
             let db = match self.shared.database_index(&db_name) {
                 Some(db) => db,
                 None if kind == FileKind::Database => {
@@ -793,31 +788,13 @@ impl Filesystem for LtxdFs {
         self.note_request();
         let result = (|| -> Result<(), Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
-            self.check_writable(kind)?;
+            self.detect(Op::Write {
+                ino: names::inode(db, kind),
+                offset,
+                len: data.len() as u64,
+                zeroes: data.iter().all(|&b| b == 0),
+            })?;
             let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
-            match kind {
-                FileKind::Journal
-                    if offset == 0 && data.len() == 28 && data.iter().all(|&b| b == 0) =>
-                {
-                    capture
-                        .commit_journal()
-                        .map_err(|e| capture_failed(capture.name(), &e))?;
-                }
-                FileKind::Wal => {
-                    let shm = names::inode(db, FileKind::Shm);
-                    let writer_holds_lock = self.shared.with_locks(shm, |t| {
-                        t.others_hold(u64::MAX, WAL_WRITE_LOCK, WAL_WRITE_LOCK)
-                    });
-                    if !writer_holds_lock {
-                        tracing::error!(
-                            db = capture.name(),
-                            "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
-                        );
-                        return Err(Errno::EPERM);
-                    }
-                }
-                _ => {}
-            }
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
             let counters = capture.counters();
             match kind {
@@ -853,15 +830,10 @@ impl Filesystem for LtxdFs {
     ) {
         self.note_request();
         // As in `setlk`: captured before the write lock is let go.
-        let result = match names::from_inode(ino.0) {
-            Some((db, FileKind::Shm)) => {
-                let held_write = self.shared.holds_write(ino.0, lock_owner.0, WAL_WRITE_LOCK);
-                self.commit_wal_if_writer(db, held_write)
-            }
-            _ => Ok(()),
-        };
-        self.shared
-            .release_locks(ino.0, |t| t.unlock_all(lock_owner.0));
+        let result = self.release(Op::Close {
+            ino: ino.0,
+            owner: lock_owner.0,
+        });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -1023,10 +995,11 @@ impl Filesystem for LtxdFs {
         } else {
             LockKind::Read
         };
-        match self
+        let conflict = self
             .shared
-            .with_locks(ino.0, |t| t.test(lock_owner.0, start, end, kind))
-        {
+            .detector()
+            .test(ino.0, lock_owner.0, start, end, kind);
+        match conflict {
             Some(c) => {
                 let typ = if c.kind == LockKind::Write {
                     libc::F_WRLCK
@@ -1054,22 +1027,15 @@ impl Filesystem for LtxdFs {
     ) {
         self.note_request();
         let owner = lock_owner.0;
-        let shm = names::from_inode(ino.0)
-            .filter(|(_, k)| *k == FileKind::Shm)
-            .map(|(db, _)| db);
         if typ == libc::F_UNLCK {
             // The commit is captured while the writer still holds the WAL write lock, so that
             // nothing (a checkpoint, a handoff's drain) comes between it and the log.
-            let result = match shm {
-                Some(db) => {
-                    let releases_write = (start..=end).contains(&WAL_WRITE_LOCK)
-                        && self.shared.holds_write(ino.0, owner, WAL_WRITE_LOCK);
-                    self.commit_wal_if_writer(db, releases_write)
-                }
-                None => Ok(()),
-            };
-            self.shared
-                .release_locks(ino.0, |t| t.unlock(owner, start, end));
+            let result = self.release(Op::Unlock {
+                ino: ino.0,
+                owner,
+                start,
+                end,
+            });
             return match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1080,25 +1046,33 @@ impl Filesystem for LtxdFs {
         } else {
             LockKind::Read
         };
+        let holder = Holder { owner, pid };
         if !self.shared.is_writable() && !sleep {
             return self.shared.lock_or_park(ParkedLock {
                 ino: ino.0,
-                holder: Holder { owner, pid },
+                holder,
                 start,
                 end,
                 kind,
                 reply,
             });
         }
-        let request = LockRequest {
+        let request = Op::Lock {
             ino: ino.0,
-            holder: Holder { owner, pid },
+            holder,
             start,
             end,
             kind,
-            checkpoint: shm.is_some() && (start..=end).contains(&WAL_CKPT_LOCK),
         };
-        if self.shared.try_lock(&request).is_ok() {
+        let verdict = self.shared.decide(&request);
+        if verdict == Verdict::CommitJournal {
+            // Granted: EXCLUSIVE down to SHARED after writing without a journal.
+            return match self.shared.act(Some(ino.0), verdict) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
+        if verdict == Verdict::Pass {
             return reply.ok();
         }
         if !sleep {
@@ -1110,11 +1084,16 @@ impl Filesystem for LtxdFs {
         let waiting = std::thread::Builder::new()
             .name("lock-wait".into())
             .spawn(move || {
-                let granted = shared
-                    .lock_changes
-                    .wait_for(Duration::from_secs(30), || shared.try_lock(&request));
-                match granted {
-                    Ok(()) => reply.ok(),
+                let granted =
+                    shared.lock_changes.wait_for(Duration::from_secs(30), || {
+                        match shared.decide(&request) {
+                            verdict @ (Verdict::Pass | Verdict::CommitJournal) => Ok(verdict),
+                            _ => Err(()),
+                        }
+                    });
+                match granted.map(|verdict| shared.act(request.ino(), verdict)) {
+                    Ok(Ok(())) => reply.ok(),
+                    Ok(Err(e)) => reply.error(e),
                     Err(()) => reply.error(Errno::EAGAIN),
                 }
             });
@@ -1122,33 +1101,6 @@ impl Filesystem for LtxdFs {
             // The request's reply went with the closure, which answers EIO when dropped.
             tracing::warn!(%err, "cannot wait for a lock: refused");
         }
-    }
-}
-
-/// A lock request, as [`Shared::try_lock`] takes it.
-struct LockRequest {
-    ino: u64,
-    holder: Holder,
-    start: u64,
-    end: u64,
-    kind: LockKind,
-    /// True if it covers the WAL index's checkpoint lock.
-    checkpoint: bool,
-}
-
-impl Shared {
-    /// Takes `request`'s lock if nothing holds it against it. A checkpoint must not copy frames
-    /// of a commit that is not in the log yet, so the checkpoint lock waits for the WAL write
-    /// lock's holder.
-    fn try_lock(&self, request: &LockRequest) -> Result<(), ()> {
-        let owner = request.holder.owner;
-        self.with_locks(request.ino, |t| {
-            if request.checkpoint && t.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK) {
-                return Err(());
-            }
-            t.try_lock(request.holder, request.start, request.end, request.kind)
-                .map_err(|_| ())
-        })
     }
 }
 

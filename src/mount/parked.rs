@@ -8,9 +8,10 @@
 //! locks, before the applier can lock again, so readers and applies take turns. A parked
 //! request holds no FUSE worker thread; its reply is sent later from the applier's thread.
 
-use fuser::{Errno, ReplyEmpty};
+use fuser::ReplyEmpty;
 
-use super::locks::{Holder, LockKind, LockTable};
+use super::detector::Op;
+use super::locks::{Holder, LockKind};
 
 /// The lock owner the applier uses; no FUSE lock owner takes this value.
 pub(super) const APPLIER: u64 = u64::MAX;
@@ -32,25 +33,14 @@ pub(super) struct ParkedLock {
 }
 
 impl ParkedLock {
-    /// Tries the request again on `table`; returns the answer to send.
-    pub fn retry(&self, table: &mut LockTable) -> Result<(), Errno> {
-        table
-            .try_lock(self.holder, self.start, self.end, self.kind)
-            .map_err(|_| Errno::EAGAIN)
+    /// The request, as the detector takes it.
+    pub fn op(&self) -> Op {
+        Op::Lock {
+            ino: self.ino,
+            holder: self.holder,
+            start: self.start,
+            end: self.end,
+            kind: self.kind,
+        }
     }
-}
-
-/// True when the request conflicts with nothing but the applier's locks, so it can wait for
-/// them.
-pub(super) fn blocked_only_by_applier(
-    table: &LockTable,
-    owner: u64,
-    start: u64,
-    end: u64,
-    kind: LockKind,
-) -> bool {
-    table.test(owner, start, end, kind).is_some()
-        && table
-            .test_ignoring(owner, APPLIER, start, end, kind)
-            .is_none()
 }
