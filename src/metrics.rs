@@ -157,6 +157,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for metrics other modules define (the backup's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Every metric in Prometheus's text format, the gauges set from `sample`.
     pub fn render(&self, sample: &NodeSample) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
