@@ -386,3 +386,76 @@ fn an_empty_replica_starts_from_the_bucket_then_follows() {
         "the primary sent a snapshot:\n{log}"
     );
 }
+
+#[test]
+fn a_killed_primary_and_a_failover_leave_one_chain() {
+    let Some(moto) = Moto::start("backups") else {
+        return;
+    };
+    let prefix = "failover";
+    let mut primary = primary_with_backup(&moto, prefix);
+    let port = common::free_port();
+    let own_url = format!("http://127.0.0.1:{port}");
+    let mut replica = Node::configured(
+        &format!("127.0.0.1:{port}"),
+        "",
+        &primary.advertise_url,
+        &format!(
+            "  type: static\n  hostname: primary-host\n  advertise-url: {}\n  reconnect-delay: 50ms\n  candidate: false\n",
+            primary.advertise_url
+        ),
+        &moto.backup_config(prefix),
+        None,
+    );
+    create_table(&primary);
+    write_rows(&primary, 0, 30);
+    let want = primary.sqlite(DB, "SELECT count(*), max(id) FROM t;");
+    wait_for(
+        Duration::from_secs(20),
+        "the replica has the primary's rows",
+        || format!("{}\n-----\n{}", primary.daemon_log(), replica.daemon_log()),
+        || {
+            replica
+                .sqlite_result(DB, "SELECT count(*), max(id) FROM t;")
+                .ok()
+                .as_ref()
+                == Some(&want)
+        },
+    );
+    // SIGKILL while the last second's records are still being uploaded.
+    primary.kill();
+    // Fail over by hand (a static lease): the replica becomes the primary.
+    replica.stop();
+    let old = primary.advertise_url.clone();
+    replica.edit_config(|text| {
+        text.replace("candidate: false", "candidate: true")
+            .replace(&old, &own_url)
+    });
+    replica.start();
+    wait_for(
+        Duration::from_secs(20),
+        "the new primary takes writes",
+        || replica.daemon_log(),
+        || {
+            replica
+                .sqlite_result(DB, "INSERT INTO t(v) VALUES ('after');")
+                .is_ok()
+        },
+    );
+    write_rows(&replica, 100, 10);
+    let head = head(&replica);
+    wait_until_backed_up(&moto, prefix, &[&replica], head);
+    assert_eq!(
+        restorable(&moto, prefix),
+        [format!("{DB}: TXIDs 1 to {head} restorable")]
+    );
+    let verify = ltxd(&[
+        "backup",
+        "verify",
+        "--from",
+        &moto.url(prefix),
+        "--endpoint",
+        &moto.endpoint,
+    ]);
+    assert!(verify.contains(&format!("TXID 1 to {head}")), "{verify}");
+}
