@@ -155,6 +155,21 @@ fn every_txid_reaches_the_bucket_and_restores_equal_the_logs() {
     let head = head(&primary);
     assert!(head >= 41, "head {head}");
     wait_until_backed_up(&moto, prefix, &[&primary], head);
+    wait_for(
+        Duration::from_secs(10),
+        "ltxd status shows the backup caught up",
+        || primary.daemon_log(),
+        || {
+            let out = ltxd(&["status", "--json", "--url", &primary.url]);
+            let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+            info["databases"][DB]["backupTxid"] == head && info["databases"][DB]["backupLagMs"] == 0
+        },
+    );
+    let table = ltxd(&["status", "--url", &primary.url]);
+    assert!(
+        table.contains(&format!("{head:016x} (0ms behind)")),
+        "{table}"
+    );
     primary.stop();
 
     let from = moto.url(prefix);

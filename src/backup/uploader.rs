@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -54,7 +54,8 @@ pub struct Uploader {
     metrics: BackupMetrics,
     interval: Duration,
     retention: Duration,
-    status: Arc<Mutex<HashMap<String, BackupStatus>>>,
+    /// Each database's position and lag, as of its last pass.
+    status: HashMap<String, BackupStatus>,
 }
 
 impl Uploader {
@@ -73,17 +74,12 @@ impl Uploader {
             metrics,
             interval: DEFAULT_INTERVAL,
             retention,
-            status: Arc::default(),
+            status: HashMap::new(),
         }
     }
 
-    /// Each database's backup position and lag, as of the last pass.
-    pub fn status(&self) -> Arc<Mutex<HashMap<String, BackupStatus>>> {
-        Arc::clone(&self.status)
-    }
-
     /// Runs passes every interval until `stop` turns true.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut states: HashMap<String, DbState> = HashMap::new();
         let mut last_retention = tokio::time::Instant::now();
         loop {
@@ -140,10 +136,9 @@ impl Uploader {
         }
     }
 
-    /// Records the position and lag of `db` for the metrics and `ltxd status`.
-    fn report(&self, db: &DatabaseLog, state: Option<&DbState>) {
-        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = status.entry(db.name().to_string()).or_default();
+    /// Records the position and lag of `db` for the metrics and `ltxd status` (`/info`).
+    fn report(&mut self, db: &DatabaseLog, state: Option<&DbState>) {
+        let entry = self.status.entry(db.name().to_string()).or_default();
         if let Some(state) = state {
             entry.txid = state.pos.txid.0;
         }
@@ -155,6 +150,7 @@ impl Uploader {
             oldest_pending_ms(db, at).map_or(0, |t| (crate::mount::now_ms() - t).max(0) as u64)
         };
         self.metrics.set(db.name(), entry);
+        self.node.set_backup(db.name(), entry.txid, entry.lag_ms);
     }
 
     /// One pass over `db`: resume from the bucket if needed, then upload what follows.

@@ -48,16 +48,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(cluster) = &info.cluster_id {
         println!("cluster:   {cluster}");
     }
-    let mut rows = vec![["DATABASE", "TXID", "CHECKSUM", "LAG"]
+    let mut rows = vec![["DATABASE", "TXID", "CHECKSUM", "LAG", "BACKUP"]
         .map(String::from)
         .to_vec()];
     for (name, db) in &info.databases {
         let lag = db.lag_ms.map_or("-".to_string(), |ms| format!("{ms}ms"));
+        let backup = match (db.backup_txid, db.backup_lag_ms) {
+            (Some(txid), Some(lag)) => format!("{txid:016x} ({lag}ms behind)"),
+            (Some(txid), None) => format!("{txid:016x}"),
+            _ => "-".to_string(),
+        };
         rows.push(vec![
             name.clone(),
             db.txid.clone(),
             db.checksum.clone(),
             lag,
+            backup,
         ]);
     }
     print!("{}", render(&rows));
