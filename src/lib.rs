@@ -3,6 +3,7 @@
 //! Start at `docs/ARCHITECTURE.md`. This crate holds the LTX format ([`ltx`]), operations on
 //! SQLite database files and LTX files ([`database`]), and the command-line interface ([`cli`]).
 
+pub mod backup;
 pub mod config;
 pub mod database;
 pub mod durable;

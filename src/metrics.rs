@@ -71,7 +71,7 @@ pub struct DatabaseSample {
 }
 
 impl Metrics {
-    /// The registry, for metrics registered elsewhere (the proxy's).
+    /// The registry, for metrics other modules define (the proxy's, the backup's).
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

@@ -78,20 +78,31 @@ pub struct DataDir {
 /// `ltxd restore`.
 #[derive(Args)]
 pub struct RestoreArgs {
-    #[command(flatten)]
-    dir: DataDir,
+    /// The data directory (LiteFS's `data.dir`) whose log to restore from.
+    #[arg(
+        long = "data-dir",
+        required_unless_present = "from",
+        conflicts_with = "from"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Restore from a backup instead: `s3://BUCKET/PREFIX` or a directory.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The S3 service URL for `--from s3://` (default: AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, default_value = "")]
+    pub endpoint: String,
     /// The database name.
     #[arg(long)]
-    db: String,
+    pub db: String,
     /// The TXID to restore: decimal, or 16 hex digits as in LTX file names (default: the head).
     #[arg(long, conflicts_with = "timestamp")]
-    txid: Option<String>,
+    pub txid: Option<String>,
     /// Restore the last transaction committed at or before this time (RFC 3339).
     #[arg(long)]
-    timestamp: Option<String>,
+    pub timestamp: Option<String>,
     /// The database file to write.
     #[arg(short, long)]
-    output: PathBuf,
+    pub output: PathBuf,
 }
 
 /// Opens the log of an existing data directory.
@@ -114,6 +125,13 @@ pub fn parse_txid(text: &str) -> anyhow::Result<TxId> {
     })?))
 }
 
+/// Parses an RFC 3339 time into milliseconds since the Unix epoch.
+pub fn parse_timestamp_ms(text: &str) -> anyhow::Result<i64> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("invalid --timestamp {text:?}: expected RFC 3339"))?;
+    Ok((time.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -123,16 +141,14 @@ pub fn now_ms() -> i64 {
 
 /// Runs `ltxd restore`.
 pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let log = open(&args.dir)?;
+    let Some(data_dir) = args.data_dir.clone() else {
+        return super::backup::restore(args);
+    };
+    let log = open(&DataDir { path: data_dir })?;
     let db = log.existing(&args.db)?;
     let txid = match (&args.txid, &args.timestamp) {
         (Some(txid), _) => parse_txid(txid)?,
-        (None, Some(ts)) => {
-            let time =
-                time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                    .with_context(|| format!("invalid --timestamp {ts:?}: expected RFC 3339"))?;
-            log::txid_at_time(&db, (time.unix_timestamp_nanos() / 1_000_000) as i64)?
-        }
+        (None, Some(ts)) => log::txid_at_time(&db, parse_timestamp_ms(ts)?)?,
         (None, None) => db.head().txid,
     };
     log::restore(&db, txid, &args.output)?;

@@ -1,5 +1,6 @@
 //! The command line: `ltxd <command>`.
 
+mod backup;
 mod debug;
 mod exec;
 mod log;
@@ -41,8 +42,11 @@ enum Command {
     /// Make a candidate replica the primary, without downtime (the primary hands its lease over).
     #[command(alias = "handoff")]
     Promote(promote::PromoteArgs),
-    /// Rebuild a database file at any retained point of its log.
+    /// Rebuild a database file at any retained point of its log, or of a backup (`--from`).
     Restore(log::RestoreArgs),
+    /// Inspect a backup in a bucket or directory.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Tools for tests and benchmarks.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -60,6 +64,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Ltx(command) => ltx::run(command),
         Command::Log(command) => log::run(command),
         Command::Restore(args) => log::restore(args),
+        Command::Backup(command) => backup::run(command),
         Command::Status(args) => status::run(args),
         Command::Promote(args) => promote::run(args),
         Command::Debug(command) => debug::run(command),

@@ -161,6 +161,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         metrics: Arc::clone(&metrics),
         busy_poll: busy_poll(config.fuse.busy_poll),
     };
+    let backup = super::backup::start(&config, &runtime, &log, &node, &metrics)?;
     let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
     // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
     // from outside must not leave a primary that holds the lease but takes no writes.
@@ -306,6 +307,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     };
     let exit = wait_for_shutdown(&mut signals, exec, &session_ended, &mount_dir);
     stop.store(true, Ordering::Relaxed);
+    if let Some(backup) = backup {
+        let _ = backup.send(true);
+    }
     // The driver refuses writes and releases the lease, so another node takes over at once.
     let _ = stop_driver.send(true);
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), driver).await });

@@ -143,13 +143,18 @@ fn node_view(url: &str, info: &NodeInfo, rates: Option<&BTreeMap<String, f64>>) 
     }
     if let Some(proxy) = &info.proxy {
         out.push_str(&format!(
-            "proxy:     {} (forwarded {}, waited {}, timed out {})\n",
+            "proxy:     {} (forwarded {}, waited {}, timed out {})
+",
             proxy.addr, proxy.forwarded, proxy.waited, proxy.timed_out
         ));
     }
+    let backs_up = info.databases.values().any(|db| db.backup_txid.is_some());
     let mut header = vec!["DATABASE", "TXID", "CHECKSUM", "LAG"];
     if rates.is_some() {
         header.push("TX/S");
+    }
+    if backs_up {
+        header.push("BACKUP");
     }
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for (name, db) in &info.databases {
@@ -157,6 +162,13 @@ fn node_view(url: &str, info: &NodeInfo, rates: Option<&BTreeMap<String, f64>>) 
         let mut row = vec![name.clone(), db.txid.clone(), db.checksum.clone(), lag];
         if let Some(rates) = rates {
             row.push(rates.get(name).map_or("-".into(), |r| format!("{r:.1}")));
+        }
+        if backs_up {
+            row.push(match (db.backup_txid, db.backup_lag_ms) {
+                (Some(txid), Some(lag)) => format!("{txid:016x} ({lag}ms behind)"),
+                (Some(txid), None) => format!("{txid:016x}"),
+                _ => "-".to_string(),
+            });
         }
         rows.push(row);
     }

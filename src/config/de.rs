@@ -77,6 +77,7 @@ null_keeps_default_duration! {
     lock_delay = dflt::CONSUL_LOCK_DELAY;
     quic_keep_alive = dflt::QUIC_KEEP_ALIVE;
     quic_idle_timeout = dflt::QUIC_IDLE_TIMEOUT;
+    backup_retention = dflt::BACKUP_RETENTION;
 }
 
 /// `exec`: a single command string, or a list of `{cmd, if-candidate}` entries. Null means no
@@ -125,14 +126,15 @@ pub(super) fn exec<'de, D: Deserializer<'de>>(
     Ok(Option::<ExecList>::deserialize(deserializer)?.map_or_else(Vec::new, |l| l.0))
 }
 
-/// `backup.type`: `file`, `litefs-cloud`, or empty/null for none.
+/// `backup.type`: `file`, `s3`, `litefs-cloud`, or empty/null for none.
 pub(super) fn backup_type<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<BackupType>, D::Error> {
-    const VARIANTS: &[&str] = &["file", "litefs-cloud"];
+    const VARIANTS: &[&str] = &["file", "s3", "litefs-cloud"];
     match Option::<String>::deserialize(deserializer)?.as_deref() {
         None | Some("") => Ok(None),
         Some("file") => Ok(Some(BackupType::File)),
+        Some("s3") => Ok(Some(BackupType::S3)),
         Some("litefs-cloud") => Ok(Some(BackupType::LitefsCloud)),
         Some(other) => Err(de::Error::unknown_variant(other, VARIANTS)),
     }

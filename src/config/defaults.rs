@@ -12,6 +12,8 @@ pub const DATA_COMPRESS: bool = true;
 pub const RETENTION: Duration = Duration::from_secs(10 * 60);
 /// `data.retention-monitor-interval`: how often retention is enforced.
 pub const RETENTION_MONITOR_INTERVAL: Duration = Duration::from_secs(60);
+/// `backup.retention`: point-in-time history kept in the bucket (an ltxd extension).
+pub const BACKUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `fuse.dir`: the FUSE mount point.
 pub const FUSE_DIR: &str = "/litefs";
 /// `http.addr`: the replication API's listen address.

@@ -118,7 +118,21 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "key-file",
         ],
     ),
-    ("backup", &["type", "path", "url", "cluster", "auth-token"]),
+    (
+        "backup",
+        &[
+            "type",
+            "path",
+            "bucket",
+            "endpoint",
+            "region",
+            "force-path-style",
+            "retention",
+            "url",
+            "cluster",
+            "auth-token",
+        ],
+    ),
     ("log", &["format", "timestamp", "debug"]),
     (
         "tracing",

@@ -619,19 +619,36 @@ pub enum BackupType {
     File,
     /// LiteFS Cloud (`litefs-cloud`).
     LitefsCloud,
+    /// An S3 bucket or S3-compatible service (`s3`, an ltxd extension).
+    S3,
 }
 
-/// `backup`: continuous backup from the primary. Accepted, not yet acted on. Its `Debug` output
-/// hides the token.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+/// `backup`: continuous backup from the primary to a directory (`file`) or an S3 bucket (`s3`);
+/// `litefs-cloud` is accepted, not acted on. Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BackupConfig {
-    /// `backup.type`: `file`, `litefs-cloud`, or empty (`None`) for no backup.
+    /// `backup.type`: `file`, `s3`, `litefs-cloud`, or empty (`None`) for no backup.
     #[serde(rename = "type", deserialize_with = "de::backup_type")]
     pub kind: Option<BackupType>,
-    /// Directory for `file` backups. Required for `file`.
+    /// Directory for `file` backups (required), key prefix for `s3` ones.
     #[serde(deserialize_with = "de::or_default")]
     pub path: String,
+    /// `s3`: the bucket. Required for `s3`.
+    #[serde(deserialize_with = "de::or_default")]
+    pub bucket: String,
+    /// `s3`: the service URL; empty means AWS, or `AWS_ENDPOINT_URL`.
+    #[serde(deserialize_with = "de::or_default")]
+    pub endpoint: String,
+    /// `s3`: the region; empty means `AWS_REGION`, or `us-east-1`.
+    #[serde(deserialize_with = "de::or_default")]
+    pub region: String,
+    /// `s3`: address the bucket in the URL path, not the host name (MinIO, moto, most others).
+    #[serde(deserialize_with = "de::or_default")]
+    pub force_path_style: bool,
+    /// How long point-in-time history is kept in the bucket (default 7 days).
+    #[serde(deserialize_with = "de::backup_retention")]
+    pub retention: Duration,
     /// LiteFS Cloud URL; empty means LiteFS's default service.
     #[serde(deserialize_with = "de::or_default")]
     pub url: String,
@@ -726,11 +743,33 @@ impl std::fmt::Debug for EtcdConfig {
     }
 }
 
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            path: String::new(),
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            force_path_style: false,
+            retention: defaults::BACKUP_RETENTION,
+            url: String::new(),
+            cluster: String::new(),
+            auth_token: String::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for BackupConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackupConfig")
             .field("kind", &self.kind)
             .field("path", &self.path)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("retention", &self.retention)
             .field("url", &self.url)
             .field("cluster", &self.cluster)
             .field("auth_token", &redacted(&self.auth_token))

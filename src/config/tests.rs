@@ -122,7 +122,7 @@ fn enums() {
     assert_eq!(config.backup.kind, Some(BackupType::LitefsCloud));
     let config = parse("backup:\n  type: \"\"\nlease:\n  type: static\n").unwrap();
     assert_eq!(config.backup.kind, None);
-    let err = parse_err("backup:\n  type: s3\nlease:\n  type: static\n");
+    let err = parse_err("backup:\n  type: gcs\nlease:\n  type: static\n");
     assert_eq!(err.key(), Some("backup.type"));
     assert_eq!(err.line(), Some(2));
 }
@@ -364,4 +364,34 @@ fn yaml_forms_litefs_files_use() {
     parse("---\nlease:\n  type: static\n").unwrap();
     let err = parse_err("lease:\n  type: static\n---\nlease:\n  type: static\n");
     assert!(err.line().is_some(), "{err}");
+}
+
+#[test]
+fn s3_backup_keys() {
+    let config = parse(
+        "lease:\n  type: static\nbackup:\n  type: s3\n  bucket: b\n  path: p/q\n  \
+         endpoint: http://127.0.0.1:9000\n  region: eu-west-1\n  force-path-style: true\n  \
+         retention: 24h\n",
+    )
+    .unwrap();
+    assert_eq!(config.backup.kind, Some(BackupType::S3));
+    assert_eq!(
+        (config.backup.bucket.as_str(), config.backup.path.as_str()),
+        ("b", "p/q")
+    );
+    assert_eq!(config.backup.endpoint, "http://127.0.0.1:9000");
+    assert_eq!(config.backup.region, "eu-west-1");
+    assert!(config.backup.force_path_style);
+    assert_eq!(config.backup.retention, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        parse(STATIC).unwrap().backup.retention,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    let (key, line, _) = invalid("lease:\n  type: static\nbackup:\n  type: s3\n");
+    assert_eq!((key.as_str(), line), ("backup.bucket", Some(3)));
+    let err =
+        parse_err("lease:\n  type: static\nbackup:\n  type: s3\n  bucket: b\n  retention: soon\n");
+    assert_eq!((err.key(), err.line()), (Some("backup.retention"), Some(6)));
+    let err = parse_err("lease:\n  type: static\nbackup:\n  type: s3\n  buckets: b\n");
+    assert_eq!((err.key(), err.line()), (Some("backup.buckets"), Some(5)));
 }

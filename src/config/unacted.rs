@@ -2,11 +2,11 @@
 //! at start-up for each one a configuration sets to something other than its default, so that
 //! nobody relies on a feature silently missing. When a feature lands, its row goes.
 
-use super::{defaults, Config};
+use super::{defaults, BackupType, Config};
 
 /// One key (or section) that is accepted but not acted on.
 pub struct Unacted {
-    /// The key or section, as written in the file (`backup.*`).
+    /// The key or section, as written in the file (`tracing.*`).
     pub key: &'static str,
     /// Whether this configuration sets it.
     pub set: fn(&Config) -> bool,
@@ -32,9 +32,9 @@ pub const UNACTED: &[Unacted] = &[
         instead: "the proxy keeps idle client connections open until the client closes them",
     },
     Unacted {
-        key: "backup.*",
-        set: |c| c.backup.kind.is_some(),
-        instead: "no backup is made",
+        key: "backup.type: litefs-cloud",
+        set: |c| c.backup.kind == Some(BackupType::LitefsCloud),
+        instead: "no backup is made (LiteFS Cloud has shut down; backup.type: s3 or file back up)",
     },
     Unacted {
         key: "exit-on-error",
@@ -86,7 +86,7 @@ mod tests {
         config.proxy.read_timeout = std::time::Duration::from_secs(1);
         config.proxy.write_timeout = std::time::Duration::from_secs(1);
         config.proxy.idle_timeout = std::time::Duration::from_secs(1);
-        config.backup.kind = Some(BackupType::File);
+        config.backup.kind = Some(BackupType::LitefsCloud);
         config.exit_on_error = false;
         config.strict_verify = true;
         config.fuse.debug = true;

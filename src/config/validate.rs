@@ -55,6 +55,12 @@ impl Config {
         if self.backup.kind == Some(BackupType::File) && self.backup.path.is_empty() {
             return fail("backup.path", "required when backup.type is file");
         }
+        if self.backup.kind == Some(BackupType::S3) && self.backup.bucket.is_empty() {
+            return fail("backup.bucket", "required when backup.type is s3");
+        }
+        if self.backup.kind.is_some() && self.backup.retention.is_zero() {
+            return fail("backup.retention", "must be more than zero");
+        }
         Ok(())
     }
 

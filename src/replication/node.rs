@@ -35,6 +35,8 @@ struct Role {
     /// The primary's clock at its last heartbeat. The primary sends one only once the stream
     /// has nothing else to send, so every database was caught up at that time.
     heartbeat_ms: Option<i64>,
+    /// With a backup, each database's last TXID in the bucket and its lag (ms).
+    backup: BTreeMap<String, (u64, u64)>,
 }
 
 impl NodeState {
@@ -61,6 +63,17 @@ impl NodeState {
 
     fn role(&self) -> std::sync::MutexGuard<'_, Role> {
         self.role.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records where database `db`'s backup stands: its last TXID in the bucket, and the age in
+    /// ms of the oldest transaction not yet there.
+    pub fn set_backup(&self, db: &str, txid: u64, lag_ms: u64) {
+        self.role().backup.insert(db.to_string(), (txid, lag_ms));
+    }
+
+    /// Where database `db`'s backup stands (see [`NodeState::set_backup`]).
+    pub fn backup(&self, db: &str) -> Option<(u64, u64)> {
+        self.role().backup.get(db).copied()
     }
 
     /// Makes this node the primary, with a lease of `epoch`.

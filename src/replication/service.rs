@@ -180,6 +180,8 @@ impl Service for LogService {
                     txid: format!("{:016x}", head.txid.0),
                     checksum: format!("{:016x}", head.post_apply_checksum.0),
                     lag_ms: self.node.database_lag_ms(&name),
+                    backup_txid: self.node.backup(&name).map(|b| b.0),
+                    backup_lag_ms: self.node.backup(&name).map(|b| b.1),
                 };
                 (name, status)
             })

@@ -155,6 +155,8 @@ impl FakeService {
                 txid: "0000000000000009".to_string(),
                 checksum: "8000000000000abc".to_string(),
                 lag_ms: Some(12),
+                backup_txid: None,
+                backup_lag_ms: None,
             },
         );
         NodeInfo {

@@ -157,6 +157,13 @@ pub struct DatabaseStatus {
     /// On a replica, how far behind the primary's clock the last applied transaction is (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_ms: Option<i64>,
+    /// On a primary that backs up: the last TXID in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_txid: Option<u64>,
+    /// On a primary that backs up: the age of the oldest transaction not yet in the bucket
+    /// (ms; 0 when caught up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_lag_ms: Option<u64>,
 }
 
 /// The primary side: what a transport serves.
