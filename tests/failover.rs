@@ -5,11 +5,14 @@
 //! primary to a chosen replica during writes without losing an acknowledged one.
 
 mod common;
+#[path = "common/consul.rs"]
+mod consul;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Node, Transport};
+use common::{free_port, pos, Node, Transport};
+use consul::Consul;
 
 /// The lease TTL the tests use.
 const TTL: Duration = Duration::from_secs(2);
@@ -66,45 +69,6 @@ impl Drop for Etcd {
     }
 }
 
-/// The Consul stand-in, in process: TTLs from 1 s and sessions invalidated after one TTL (real
-/// Consul allows up to two).
-struct Consul {
-    runtime: tokio::runtime::Runtime,
-    standin: Option<ltxd_consul_standin::Standin>,
-}
-
-impl Consul {
-    fn start() -> Consul {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = ltxd_consul_standin::Options {
-            min_ttl: Duration::from_secs(1),
-            ttl_multiplier: 1,
-            ..ltxd_consul_standin::Options::default()
-        };
-        let standin = runtime
-            .block_on(ltxd_consul_standin::Standin::start(
-                "127.0.0.1:0".parse().unwrap(),
-                options,
-            ))
-            .unwrap();
-        Consul {
-            runtime,
-            standin: Some(standin),
-        }
-    }
-}
-
-impl Drop for Consul {
-    fn drop(&mut self) {
-        let _guard = self.runtime.enter();
-        self.standin.take();
-    }
-}
-
 /// The lease backend under test, kept alive for the cluster's life.
 enum Backend {
     Etcd(Etcd),
@@ -121,7 +85,7 @@ impl Backend {
             ),
             Backend::Consul(consul) => format!(
                 "  type: consul\n  candidate: true\n  consul:\n    url: {}\n    key: ltxd/failover\n    ttl: {secs}s\n    lock-delay: 100ms\n",
-                consul.standin.as_ref().unwrap().url()
+                consul.url()
             ),
         }
     }
@@ -157,10 +121,6 @@ fn primary_of(nodes: &[Node]) -> Option<usize> {
         [one] => Some(*one),
         _ => None,
     }
-}
-
-fn pos(node: &Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
 }
 
 fn writable(node: &Node, db: &str) -> bool {

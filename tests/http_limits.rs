@@ -12,24 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Launcher, Node};
-
-/// Waits until `done` holds, failing with `what` and the daemons' logs after `timeout`.
-fn wait_until(timeout: Duration, what: &str, nodes: &[&Node], mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(|n| n.daemon_log()).collect();
-            panic!("timed out waiting until {what}\n{}", logs.join("\n-----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The `<db>-pos` file of a node's mount.
-fn pos(node: &Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
-}
+use common::{free_port, pos, wait_until, Launcher, Node};
 
 /// A primary on a static lease whose `http:` section adds `http_extra`, started by `launcher`.
 fn primary(http_extra: &str, launcher: Option<Launcher>) -> Node {
