@@ -126,8 +126,8 @@ impl Capture {
                 wal_file: None,
             }),
         };
-        super::recovery::reconcile(&capture)?;
-        capture.load_checksums()?;
+        let logical = super::recovery::reconcile(&capture)?;
+        capture.load_checksums(logical)?;
         Ok(capture)
     }
 
@@ -160,10 +160,14 @@ impl Capture {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the page checksums of the database file, which recovery left at the log's head.
-    fn load_checksums(&self) -> Result<(), CaptureError> {
+    /// Takes the page checksums of the database file, which recovery left at the log's head:
+    /// `logical` when recovery read them, or read from the file.
+    fn load_checksums(&self, logical: Option<Logical>) -> Result<(), CaptureError> {
         let mut state = self.state();
-        let logical = read_database(&database_path(&self.dir))?;
+        let logical = match logical {
+            Some(logical) => logical,
+            None => read_database(&database_path(&self.dir))?,
+        };
         let head = self.log.head();
         if head.txid != TxId::ZERO && logical.checksum.checksum() != head.post_apply_checksum {
             return Err(self.unrecoverable("the database does not match its log after recovery"));
