@@ -1,6 +1,7 @@
 //! The decoder streams: `ltxd ltx verify` reads a large file from a pipe with a peak memory that
 //! does not grow with the file. Set `LTXD_LONG=1` to stream 10 GiB instead of the default size.
-//! And a primary's memory stays bounded while replicas subscribe and never read.
+//! And a primary's memory stays bounded while replicas subscribe and never read, and on both
+//! sides while a new replica bootstraps a large database.
 
 mod common;
 
@@ -187,3 +188,117 @@ fn unread_subscriptions_keep_the_primary_memory_bounded() {
 const SUBSCRIBER_RSS_BOUND_KIB: u64 = 128 * 1024;
 /// How much more resident memory than before they came the primary may keep once they are gone.
 const RSS_LEFT_BEHIND_KIB: u64 = 16 * 1024;
+
+/// The bound on each side's peak resident memory while a new replica bootstraps a large
+/// database (the issue's goal: 64 MB).
+const BOOTSTRAP_RSS_BOUND_KIB: u64 = 64_000_000 / 1024;
+
+/// Makes a SQLite database of about `mib` MiB at `path` with the sqlite3 CLI: one table of
+/// 4000-byte random blobs, a page each.
+fn make_database(path: &std::path::Path, mib: u64) {
+    let rows = mib * 256;
+    let sql = format!(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+         CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+         INSERT INTO t (x) SELECT randomblob(4000) FROM n;"
+    );
+    let status = Command::new("sqlite3")
+        .arg(path)
+        .arg(sql)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The `<db>-pos` file of a node's mount.
+fn pos(node: &common::Node, db: &str) -> String {
+    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
+}
+
+/// A new replica bootstraps a 256 MiB database (`LTXD_LONG=1`: 2 GiB) from its primary over
+/// HTTP, and neither process's peak resident memory (VmHWM) passes
+/// [`BOOTSTRAP_RSS_BOUND_KIB`]: the primary sends its snapshot from disk, and the replica
+/// spools it to disk and applies it from there. The replica's log then restores the database
+/// byte for byte.
+#[test]
+fn a_new_replica_bootstraps_a_large_database_in_bounded_memory() {
+    let mib = if std::env::var_os("LTXD_LONG").is_some() {
+        2048
+    } else {
+        256
+    };
+    let db = "big.db";
+    let mut primary = common::Node::primary();
+    primary.stop();
+    // The database enters the primary's log offline, as one snapshot record, so that setting
+    // it up does not count in the daemon's peak memory.
+    let seed = primary.root.path().join("seed.db");
+    let seed_ltx = primary.root.path().join("seed.ltx");
+    make_database(&seed, mib);
+    primary.ltxd(&[
+        "ltx",
+        "encode-db",
+        "-o",
+        seed_ltx.to_str().unwrap(),
+        seed.to_str().unwrap(),
+    ]);
+    primary.ltxd(&[
+        "log",
+        "import",
+        "--data-dir",
+        primary.data.to_str().unwrap(),
+        "--db",
+        db,
+        seed_ltx.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&seed).unwrap();
+    std::fs::remove_file(&seed_ltx).unwrap();
+    primary.start();
+    // Commits after the snapshot record make the primary compact a new snapshot for the
+    // replica.
+    for i in 0..3 {
+        primary.sqlite(
+            db,
+            &format!("INSERT INTO t (x) VALUES (randomblob({i} + 100));"),
+        );
+    }
+
+    let replica = common::Node::replica_of(&primary);
+    let want = pos(&primary, db);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while pos(&replica, db) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up:\n{}",
+            replica.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, primary_peak, _) = memory_of(primary.pid().unwrap());
+    let (_, replica_peak, _) = memory_of(replica.pid().unwrap());
+    eprintln!(
+        "{mib} MiB database: peak RSS primary {primary_peak} KiB, replica {replica_peak} KiB"
+    );
+    let count = "SELECT count(*), sum(length(x)) FROM t;";
+    assert_eq!(replica.sqlite(db, count), primary.sqlite(db, count));
+    assert!(
+        primary_peak <= BOOTSTRAP_RSS_BOUND_KIB,
+        "primary peak RSS {primary_peak} KiB"
+    );
+    assert!(
+        replica_peak <= BOOTSTRAP_RSS_BOUND_KIB,
+        "replica peak RSS {replica_peak} KiB"
+    );
+    let mut replica = replica;
+    replica.stop();
+    replica.check_log_matches_database(db);
+    assert_eq!(
+        std::fs::read_dir(replica.data.join("spool"))
+            .unwrap()
+            .count(),
+        0,
+        "spool files left behind"
+    );
+}

@@ -248,9 +248,15 @@ impl DatabaseLog {
         )
     }
 
-    /// Replaces the whole log with one snapshot, as a replica does when the primary sends it one.
-    /// A crash in between leaves an empty log, and the replica then asks for a snapshot again.
-    pub fn reset_to_snapshot(&self, format: Format, ltx: &[u8]) -> Result<Record, LogError> {
+    /// Replaces the whole log with one snapshot of `len` bytes read from `ltx`, as a replica does
+    /// when the primary sends it one. A crash in between leaves an empty log, and the replica then
+    /// asks for a snapshot again.
+    pub fn reset_to_snapshot(
+        &self,
+        format: Format,
+        len: u64,
+        ltx: impl Read,
+    ) -> Result<Record, LogError> {
         {
             let mut state = self.state();
             let (records, snapshots) = (
@@ -275,7 +281,7 @@ impl DatabaseLog {
             self.update_index(Kind::Snapshot, &[], &snapshots);
         }
         self.publish_head(Pos::ZERO);
-        self.append_stream(format, ltx.len() as u64, ltx)
+        self.append_stream(format, len, ltx)
     }
 
     /// Appends one LTX file held in memory. See [`DatabaseLog::append_stream`].

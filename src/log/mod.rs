@@ -8,6 +8,7 @@
 //! <data-dir>/index/                         sled index (a cache; deletable)
 //! <data-dir>/dbs/<name>/segments/<min>.seg  records of TXIDs from <min> on
 //! <data-dir>/dbs/<name>/snapshots/<max>.seg one snapshot record (TXID 1 to <max>)
+//! <data-dir>/spool/                         LTX files a replica is receiving (emptied on open)
 //! ```
 
 mod compaction;
@@ -65,6 +66,7 @@ impl Log {
             databases: Mutex::new(HashMap::new()),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
+        clear_spool(&log.spool_dir())?;
         for entry in std::fs::read_dir(data_dir.join("dbs"))? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
@@ -79,6 +81,13 @@ impl Log {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where a replica spools the LTX files it receives before applying them
+    /// (`<data-dir>/spool`). Opening the log empties it: only the process holding the data
+    /// directory's lock writes there.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.join("spool")
     }
 
     /// The log of database `name`, opened (and created) on first use.
@@ -142,4 +151,14 @@ fn validate_name(name: &str) -> Result<(), LogError> {
     } else {
         Err(LogError::BadName(name.to_string()))
     }
+}
+
+/// Removes what a previous process left in the spool directory, creating it if needed.
+fn clear_spool(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    std::fs::create_dir_all(dir)
 }

@@ -12,6 +12,7 @@ use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind};
 use super::parked::APPLIER;
 use super::shm::{rewrite_header, ShmState, SHM_HEADER_LEN};
+use crate::database::VerifiedLtx;
 use crate::ltx::Pos;
 
 /// PENDING, RESERVED and the SHARED range of a SQLite database file.
@@ -119,10 +120,16 @@ impl Applier {
             .collect()
     }
 
-    /// Applies one LTX file to database `name` (creating it), holding its SQLite locks so that
+    /// Where the follower spools received LTX files: `<data-dir>/spool`, emptied when the log
+    /// is opened.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.shared.log.spool_dir()
+    }
+
+    /// Applies one verified LTX file to database `name` (creating it), holding its SQLite locks so that
     /// readers see the database before or after the file, never in between; then rewrites the
     /// WAL index for WAL-mode readers and drops the kernel's cached pages.
-    pub fn apply(&self, name: &str, ltx: &[u8]) -> Result<Pos, ApplyError> {
+    pub fn apply(&self, name: &str, ltx: &VerifiedLtx) -> Result<Pos, ApplyError> {
         let db = self.shared.open_database(name)?;
         let capture = self
             .shared
@@ -184,7 +191,7 @@ impl Applier {
         capture: &super::capture::Capture,
         db_ino: u64,
         shm_ino: u64,
-        ltx: &'a [u8],
+        ltx: &'a VerifiedLtx,
     ) -> Result<Unlogged<'a>, ApplyError> {
         self.invalidate(shm_ino);
         let written = capture.write_replicated(ltx)?;

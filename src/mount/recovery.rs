@@ -73,14 +73,16 @@ fn checkpoint(
     Ok(())
 }
 
-/// Brings the database files of `capture` into agreement with its log.
-pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
+/// Brings the database files of `capture` into agreement with its log. Returns the database's
+/// page checksums when the file was already at the log's head, so that they are not read twice.
+pub(super) fn reconcile(capture: &Capture) -> Result<Option<Logical>, CaptureError> {
     let dir = capture.dir();
     let head = capture.log().head();
     let mut logical = read_database(&database_path(dir))?;
     let wal = committed_wal(dir)?;
     if head.txid == TxId::ZERO {
-        return bootstrap(capture, logical, wal);
+        bootstrap(capture, logical, wal)?;
+        return Ok(None);
     }
     let target = head.post_apply_checksum;
     let mut matched = (logical.checksum.checksum() == target).then_some(0);
@@ -116,7 +118,11 @@ pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
             }
             checkpoint(dir, ps, &transactions)?;
         }
-        (Some(_), _, _) => {}
+        (Some(_), _, _) => {
+            // No WAL transaction was read: the file alone is at the head.
+            clear_side_files(dir)?;
+            return Ok(Some(logical));
+        }
         (None, _, _) => {
             // A log with no database file yet (`ltxd log import`) is built, not repaired.
             let absent = !matches!(std::fs::metadata(database_path(dir)), Ok(m) if m.len() > 0);
@@ -128,7 +134,8 @@ pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
             crate::log::restore(capture.log(), head.txid, &database_path(dir))?;
         }
     }
-    Ok(clear_side_files(dir)?)
+    clear_side_files(dir)?;
+    Ok(None)
 }
 
 /// A database with no log yet: an existing file becomes the snapshot at TXID 1.
