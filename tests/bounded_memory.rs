@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,11 +15,11 @@ const PAGE: usize = 4096;
 
 /// Streams a snapshot of `pages` pages in `format` into `ltxd ltx verify`, and returns the
 /// verifier's peak resident set in KiB.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait4, which reports its peak memory"
-)]
-fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
+///
+/// The peak is `VmHWM`, sampled every 2 ms until the verifier exits, not the `ru_maxrss` that
+/// `wait4` reports: Linux counts in the latter the peak of the memory the child was spawned
+/// from, which is this test process, whose other tests run at the same time.
+fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> u64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
         .args([
             "ltx",
@@ -33,6 +32,7 @@ fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let sampler = PeakSampler::start(child.id());
     let stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().unwrap());
     let page_size = PageSize::new(PAGE as u32).unwrap();
     let mut header = Header::new(page_size, pages, TxId(1), TxId(1));
@@ -47,15 +47,58 @@ fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
     let (mut stdin, _) = encoder.finish_snapshot().unwrap();
     stdin.flush().unwrap();
     drop(stdin);
-
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, writing into locals of the right types.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let status = std::process::ExitStatus::from_raw(status);
+    let status = child.wait().unwrap();
     assert!(status.success(), "verify failed: {status}");
-    usage.ru_maxrss
+    sampler.stop()
+}
+
+/// Samples a process's `VmHWM` until it exits, once it runs `ltxd` (before its exec the child
+/// shares this process's memory).
+struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakSampler {
+    fn start(pid: u32) -> PeakSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                let is_ltxd = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "ltxd");
+                if is_ltxd {
+                    if let Some(hwm) = status_field(pid, "VmHWM:") {
+                        peak = peak.max(hwm);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    /// Stops sampling (after the process exited) and returns the highest `VmHWM` seen, in KiB.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let peak = self.thread.join().unwrap();
+        assert!(peak > 0, "the verifier's memory was never sampled");
+        peak
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB, or `None` once the process is gone or a zombie.
+fn status_field(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -212,11 +255,6 @@ fn make_database(path: &std::path::Path, mib: u64) {
     assert!(status.success());
 }
 
-/// The `<db>-pos` file of a node's mount.
-fn pos(node: &common::Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
-}
-
 /// A new replica bootstraps a 256 MiB database (`LTXD_LONG=1`: 2 GiB) from its primary over
 /// HTTP, and neither process's peak resident memory (VmHWM) passes
 /// [`BOOTSTRAP_RSS_BOUND_KIB`]: the primary sends its snapshot from disk, and the replica
@@ -266,9 +304,9 @@ fn a_new_replica_bootstraps_a_large_database_in_bounded_memory() {
     }
 
     let replica = common::Node::replica_of(&primary);
-    let want = pos(&primary, db);
+    let want = common::pos(&primary, db);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while pos(&replica, db) != want {
+    while common::pos(&replica, db) != want {
         assert!(
             Instant::now() < deadline,
             "the replica did not catch up:\n{}",

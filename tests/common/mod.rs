@@ -337,7 +337,9 @@ impl Node {
         }
         .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: a start may rebuild a large database from the log (a debug build on a
+        // loaded 2-core machine writes a 256 MiB one in well over 20 s).
+        let deadline = Instant::now() + Duration::from_secs(120);
         // A crash leaves a stale entry in /proc/mounts, whose root a `stat` may still find in the
         // kernel's attribute cache: wait for a mount whose server answers.
         while !(is_mounted(&self.mnt) && server_answers(&self.mnt)) {
