@@ -53,7 +53,7 @@ pub fn apply_files(db: &Path, files: &[LtxSource]) -> Result<Applied, DatabaseEr
         let max = apply_one(&mut target, source, prev_max)?;
         prev_max = Some(max);
     }
-    target.file.sync_all()?;
+    crate::durable::sync_file(&target.file)?;
     Ok(Applied {
         pos: target.pos,
         pages: target.pages,

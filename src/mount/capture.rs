@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
+use crate::layout::DatabaseLayout;
 use crate::log::{DatabaseLog, EncodedLtx, LogError};
 use crate::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
@@ -87,31 +88,23 @@ struct WalCursor {
 /// One database's commit capture.
 pub struct Capture {
     name: String,
-    dir: PathBuf,
     log: Arc<DatabaseLog>,
     options: CaptureOptions,
     counters: DatabaseCounters,
     state: Mutex<State>,
 }
 
-/// The files of a database under its directory.
-pub fn database_path(dir: &Path) -> PathBuf {
-    dir.join("database")
-}
-
 impl Capture {
-    /// Opens capture for database `name` stored in `dir`, reconciling its files with its log
-    /// first (see `recovery.rs`).
+    /// Opens capture for database `name`, whose files are in its log's directory, reconciling
+    /// them with the log first (see `recovery.rs`).
     pub fn open(
         name: &str,
-        dir: &Path,
         log: Arc<DatabaseLog>,
         options: CaptureOptions,
         counters: DatabaseCounters,
     ) -> Result<Capture, CaptureError> {
         let capture = Capture {
             name: name.to_string(),
-            dir: dir.to_path_buf(),
             log,
             options,
             counters,
@@ -140,9 +133,9 @@ impl Capture {
         &self.counters
     }
 
-    /// The database's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the database's files are.
+    pub fn layout(&self) -> &DatabaseLayout {
+        self.log.layout()
     }
 
     /// The database's log.
@@ -162,7 +155,7 @@ impl Capture {
     /// Reads the page checksums of the database file, which recovery left at the log's head.
     fn load_checksums(&self) -> Result<(), CaptureError> {
         let mut state = self.state();
-        let logical = read_database(&database_path(&self.dir))?;
+        let logical = read_database(&self.layout().database_file())?;
         let head = self.log.head();
         if head.txid != TxId::ZERO && logical.checksum.checksum() != head.post_apply_checksum {
             return Err(self.unrecoverable("the database does not match its log after recovery"));
@@ -214,7 +207,7 @@ impl Capture {
             Some(file) => file,
             None => state
                 .database_file
-                .insert(File::open(database_path(&self.dir))?),
+                .insert(File::open(self.layout().database_file())?),
         };
         let ps = u64::from(page_size.get());
         let commit = database_size(file, page_size)?;
@@ -266,7 +259,7 @@ impl Capture {
         };
         let wal = match &state.wal_file {
             Some(file) => file,
-            None => state.wal_file.insert(File::open(self.dir.join("wal"))?),
+            None => state.wal_file.insert(File::open(self.layout().wal())?),
         };
         let transactions = read_transactions(wal, &cursor.header, cursor.offset, cursor.checksum)?;
         let page_size = PageSize::new(cursor.header.page_size)
@@ -400,7 +393,7 @@ impl Capture {
                 });
             }
         }
-        let db = open_rw(&database_path(&self.dir))?;
+        let db = open_rw(&self.layout().database_file())?;
         let ps = u64::from(page_size.get());
         let mut decoder = crate::ltx::Decoder::new(ltx, format)?;
         let mut page = vec![0u8; page_size.bytes()];
