@@ -40,12 +40,17 @@ impl Rig {
         self.dir.path().join("scratch")
     }
 
+    /// Where lossyfs is mounted.
+    pub fn mountpoint(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
     /// Mounts lossyfs over the live directory, with `trap` armed.
     pub fn mount(&self, trap: Option<Trap>) -> Mounted {
         Mounted::mount(
             &self.live(),
             &self.dir.path().join("store"),
-            &self.dir.path().join("mnt"),
+            &self.mountpoint(),
             trap,
         )
         .unwrap()
@@ -60,6 +65,8 @@ pub struct Scenario {
     ops: &'static [Op],
     path: &'static str,
     max_nth: u64,
+    /// Armed before the node starts rather than once it runs.
+    pub before_start: bool,
 }
 
 impl Scenario {
@@ -75,6 +82,15 @@ impl Scenario {
             ops,
             path,
             max_nth,
+            before_start: false,
+        }
+    }
+
+    /// A scenario armed before the node starts.
+    pub const fn before_start(self) -> Scenario {
+        Scenario {
+            before_start: true,
+            ..self
         }
     }
 

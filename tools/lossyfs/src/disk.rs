@@ -281,6 +281,12 @@ impl Disk {
         }
     }
 
+    /// Arms `trap`, counting operations afresh from now.
+    pub fn arm(&mut self, trap: Trap) {
+        self.counts.clear();
+        self.trap = Some(trap);
+    }
+
     /// Cuts the power: from now on every operation fails, and [`Disk::finish`] keeps only what
     /// was durable.
     pub fn power_off(&mut self, reason: String) {

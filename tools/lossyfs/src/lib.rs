@@ -74,6 +74,12 @@ impl Mounted {
         &self.mountpoint
     }
 
+    /// Arms `trap`, counting operations afresh from now (a trap given to [`Mounted::mount`]
+    /// counts from the start).
+    pub fn arm(&self, trap: Trap) {
+        self.disk().arm(trap);
+    }
+
     /// Cuts the power now.
     pub fn power_off(&self, reason: &str) {
         self.disk().power_off(reason.to_string());
