@@ -108,7 +108,7 @@ pub fn apply_files(db: &Path, files: &[super::LtxSource]) -> Result<Applied, Dat
         };
         pos = applied.pos;
     }
-    file.sync_all()?;
+    crate::durable::sync_file(&file)?;
     Ok(Applied {
         pos,
         pages: base.pages,

@@ -82,7 +82,7 @@ impl Applier {
             let Some(capture) = self.shared.capture(db) else {
                 continue;
             };
-            let (ino, byte) = if in_wal_mode(&capture.dir().join("database")) {
+            let (ino, byte) = if in_wal_mode(&capture.layout().database_file()) {
                 (names::inode(db, FileKind::Shm), SHM_LOCKS.0)
             } else {
                 (names::inode(db, FileKind::Database), DATABASE_LOCKS.0 + 1)
@@ -145,7 +145,7 @@ impl Applier {
         // every WAL index lock. In rollback mode a read transaction holds SHARED: the applier
         // takes PENDING first, as a SQLite writer does, so that new readers wait (parked)
         // while it waits for the current ones to finish.
-        let locked = if in_wal_mode(&capture.dir().join("database")) {
+        let locked = if in_wal_mode(&capture.layout().database_file()) {
             lock(shm_ino, SHM_LOCKS)
         } else {
             lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
@@ -195,11 +195,11 @@ impl Applier {
     ) -> Result<Unlogged<'a>, ApplyError> {
         self.invalidate(shm_ino);
         let written = capture.write_replicated(ltx)?;
-        self.rewrite_wal_index(&capture.dir().join("shm"), &capture.dir().join("database"))?;
+        self.rewrite_wal_index(&capture.layout().shm(), &capture.layout().database_file())?;
         // Readers may hold the WAL open: empty it rather than remove it.
         if let Ok(wal) = std::fs::OpenOptions::new()
             .write(true)
-            .open(capture.dir().join("wal"))
+            .open(capture.layout().wal())
         {
             wal.set_len(0)?;
         }

@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
 use crate::database::{write_pages, Base, PageSums, VerifiedLtx};
+use crate::layout::DatabaseLayout;
 use crate::log::{DatabaseLog, EncodedLtx, LogError};
 use crate::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
@@ -88,31 +89,23 @@ struct WalCursor {
 /// One database's commit capture.
 pub struct Capture {
     name: String,
-    dir: PathBuf,
     log: Arc<DatabaseLog>,
     options: CaptureOptions,
     counters: DatabaseCounters,
     state: Mutex<State>,
 }
 
-/// The files of a database under its directory.
-pub fn database_path(dir: &Path) -> PathBuf {
-    dir.join("database")
-}
-
 impl Capture {
-    /// Opens capture for database `name` stored in `dir`, reconciling its files with its log
-    /// first (see `recovery.rs`).
+    /// Opens capture for database `name`, whose files are in its log's directory, reconciling
+    /// them with the log first (see `recovery.rs`).
     pub fn open(
         name: &str,
-        dir: &Path,
         log: Arc<DatabaseLog>,
         options: CaptureOptions,
         counters: DatabaseCounters,
     ) -> Result<Capture, CaptureError> {
         let capture = Capture {
             name: name.to_string(),
-            dir: dir.to_path_buf(),
             log,
             options,
             counters,
@@ -141,9 +134,9 @@ impl Capture {
         &self.counters
     }
 
-    /// The database's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the database's files are.
+    pub fn layout(&self) -> &DatabaseLayout {
+        self.log.layout()
     }
 
     /// The database's log.
@@ -166,7 +159,7 @@ impl Capture {
         let mut state = self.state();
         let logical = match logical {
             Some(logical) => logical,
-            None => read_database(&database_path(&self.dir))?,
+            None => read_database(&self.layout().database_file())?,
         };
         let head = self.log.head();
         if head.txid != TxId::ZERO && logical.checksum.checksum() != head.post_apply_checksum {
@@ -219,7 +212,7 @@ impl Capture {
             Some(file) => file,
             None => state
                 .database_file
-                .insert(File::open(database_path(&self.dir))?),
+                .insert(File::open(self.layout().database_file())?),
         };
         let ps = u64::from(page_size.get());
         let commit = database_size(file, page_size)?;
@@ -271,7 +264,7 @@ impl Capture {
         };
         let wal = match &state.wal_file {
             Some(file) => file,
-            None => state.wal_file.insert(File::open(self.dir.join("wal"))?),
+            None => state.wal_file.insert(File::open(self.layout().wal())?),
         };
         let transactions = read_transactions(wal, &cursor.header, cursor.offset, cursor.checksum)?;
         let page_size = PageSize::new(cursor.header.page_size)
@@ -411,7 +404,7 @@ impl Capture {
             pages: state.pages.len() as u32,
             checksum: state.checksum.checksum(),
         };
-        let db = open_rw(&database_path(&self.dir))?;
+        let db = open_rw(&self.layout().database_file())?;
         let applied = write_pages(&db, base, ltx, &mut StatePageSums(&mut state.pages))?;
         state.pages.truncate(applied.pages as usize);
         state.checksum = DatabaseChecksum::from_checksum(applied.pos.post_apply_checksum);

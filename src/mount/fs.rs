@@ -190,9 +190,8 @@ impl Shared {
             return Ok(index);
         }
         let log = self.log.database(name)?;
-        let dir = log.dir().to_path_buf();
         let counters = self.options.metrics.database(name);
-        let capture = Capture::open(name, &dir, log, self.options.capture, counters)?;
+        let capture = Capture::open(name, log, self.options.capture, counters)?;
         dbs.names.push(name.to_string());
         dbs.captures.push(Arc::new(capture));
         Ok(dbs.names.len() - 1)
@@ -216,7 +215,7 @@ impl Shared {
 
     pub(super) fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
         let capture = self.capture(db)?;
-        Some(capture.dir().join(kind.backing_name()?))
+        Some(capture.layout().file(kind.backing_file()?))
     }
 
     pub(super) fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
