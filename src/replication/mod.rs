@@ -16,6 +16,7 @@ mod log_view;
 mod node;
 mod service;
 mod stream_driver;
+pub mod sync;
 
 pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};
