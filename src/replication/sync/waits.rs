@@ -8,16 +8,17 @@
 //! The rules (see `docs/replication.md`):
 //! - Only replicas whose stream negotiated acknowledgements count; a replica offers them only
 //!   when it is a lease candidate, so a LiteFS peer or a non-candidate is never counted.
-//! - `one` needs one replica's acknowledgement; `quorum` a majority of the candidates this
-//!   primary has seen acknowledging (itself included), and at least one replica; `all` every
-//!   replica with an acknowledging stream open, and at least one.
+//! - `one` needs one replica's acknowledgement; `quorum` a majority of the candidates (itself
+//!   included), counting as candidates the most replicas this primary has had acknowledging at
+//!   once (node IDs change at every start, so they cannot be counted), and at least one replica;
+//!   `all` every replica with an acknowledging stream open, and at least one.
 //! - An acknowledgement of TXID n covers every TXID up to n (the replica's log is contiguous),
 //!   so commits in flight share acknowledgements (group commit).
 //! - A commit still waiting `timeout` after it was registered releases every waiter and
 //!   degrades: commits then return without waiting, until the required number of replicas
 //!   have acknowledged the head of every database that has waited.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::SyncMode;
@@ -81,8 +82,8 @@ pub struct AckWaits<W> {
     mode: SyncMode,
     timeout: Duration,
     replicas: BTreeMap<u64, Replica>,
-    /// Every replica that ever opened an acknowledging stream here: `quorum` counts them.
-    known: BTreeSet<u64>,
+    /// The most replicas with an acknowledging stream open at once: `quorum` counts them.
+    peak: usize,
     /// The newest TXID registered per database.
     heads: BTreeMap<String, TxId>,
     /// The commits waiting, per database, in TXID order.
@@ -100,7 +101,7 @@ impl<W> AckWaits<W> {
             mode,
             timeout,
             replicas: BTreeMap::new(),
-            known: BTreeSet::new(),
+            peak: 0,
             heads: BTreeMap::new(),
             waiting: BTreeMap::new(),
             degraded_since: None,
@@ -116,7 +117,7 @@ impl<W> AckWaits<W> {
     /// A replica opened a stream that carries acknowledgements.
     pub fn stream_opened(&mut self, node: u64) {
         self.replicas.entry(node).or_default().streams += 1;
-        self.known.insert(node);
+        self.peak = self.peak.max(self.replicas.len());
     }
 
     /// A replica's acknowledging stream ended. Under `all`, commits that waited only for it
@@ -226,8 +227,8 @@ impl<W> AckWaits<W> {
         match self.mode {
             SyncMode::Off => 0,
             SyncMode::One => 1,
-            // A majority of (1 + known) candidates, the primary being one of them.
-            SyncMode::Quorum => (self.known.len().div_ceil(2)).max(1),
+            // A majority of (1 + peak) candidates, the primary being one of them.
+            SyncMode::Quorum => (self.peak.div_ceil(2)).max(1),
             SyncMode::All => self.replicas.len().max(1),
         }
     }
@@ -347,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn quorum_counts_a_majority_of_the_candidates_seen() {
+    fn quorum_counts_a_majority_of_the_most_candidates_seen_at_once() {
         let t = Instant::now();
         let mut waits = AckWaits::new(SyncMode::Quorum, TIMEOUT);
         for node in [2, 3, 4, 5] {
@@ -368,6 +369,15 @@ mod tests {
         assert_eq!(
             tokens(waits.acked(3, "a.db", TxId(2), t)),
             [(2, Outcome::Acknowledged)]
+        );
+        // It comes back under a new node ID (they change at every start): still five
+        // candidates, not six.
+        waits.stream_opened(6);
+        assert!(waits.committed("a.db", TxId(3), 3, t).is_none());
+        assert!(waits.acked(6, "a.db", TxId(3), t).is_empty());
+        assert_eq!(
+            tokens(waits.acked(4, "a.db", TxId(3), t)),
+            [(3, Outcome::Acknowledged)]
         );
         // Three candidates (primary + 2): one replica is enough.
         let mut waits = AckWaits::new(SyncMode::Quorum, TIMEOUT);
