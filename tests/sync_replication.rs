@@ -8,52 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::leases::Consul;
 use common::{free_port, free_udp_port, Node, Transport};
 
 /// The lease TTL.
 const TTL: Duration = Duration::from_secs(2);
-
-/// The Consul stand-in, in process.
-struct Consul {
-    runtime: tokio::runtime::Runtime,
-    standin: Option<ltxd_consul_standin::Standin>,
-}
-
-impl Consul {
-    fn start() -> Consul {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = ltxd_consul_standin::Options {
-            min_ttl: Duration::from_secs(1),
-            ttl_multiplier: 1,
-            ..ltxd_consul_standin::Options::default()
-        };
-        let standin = runtime
-            .block_on(ltxd_consul_standin::Standin::start(
-                "127.0.0.1:0".parse().unwrap(),
-                options,
-            ))
-            .unwrap();
-        Consul {
-            runtime,
-            standin: Some(standin),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.standin.as_ref().unwrap().url()
-    }
-}
-
-impl Drop for Consul {
-    fn drop(&mut self) {
-        let _guard = self.runtime.enter();
-        self.standin.take();
-    }
-}
 
 /// A candidate named `hostname` with `replication.sync: one` and a 1 s timeout.
 fn candidate(consul: &Consul, hostname: &str, transport: Transport) -> Node {
