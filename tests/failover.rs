@@ -5,69 +5,14 @@
 //! primary to a chosen replica during writes without losing an acknowledged one.
 
 mod common;
-#[path = "common/consul.rs"]
-mod consul;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, pos, Node, Transport};
-use consul::Consul;
+use common::leases::{Consul, Etcd};
+use common::{pos, Node, Transport};
 
 /// The lease TTL the tests use.
 const TTL: Duration = Duration::from_secs(2);
-
-/// A real etcd on loopback ports with a temporary data directory, killed on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(std::env::var("LTXD_ETCD").unwrap_or_else(|_| "etcd".into()))
-            .arg("--name=failover")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=failover={peer_url}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd-server must be installed (Debian: apt install etcd-server)");
-        let etcd = Etcd {
-            child,
-            endpoint,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health = format!("{}/health", etcd.endpoint);
-        while !Command::new("curl")
-            .args(["-sf", &health])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The lease backend under test, kept alive for the cluster's life.
 enum Backend {

@@ -5,8 +5,6 @@
 //! or 503. Then the same between nodes over HTTPS with client certificates.
 
 mod common;
-#[path = "common/consul.rs"]
-mod consul;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,8 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::leases::Consul;
 use common::{free_port, Node};
-use consul::Consul;
 
 const DB: &str = "app.db";
 

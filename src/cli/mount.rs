@@ -16,6 +16,7 @@ use ltxd::log::{Log, Policy};
 use ltxd::metrics::Metrics;
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
 use ltxd::node::{ClusterIdFile, EpochFile, NodeDriver, NodeParts};
+use ltxd::replication::sync::SyncGate;
 use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
@@ -181,6 +182,19 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
+    let sync = SyncGate::new(
+        config.replication.sync,
+        config.replication.sync_timeout,
+        Some(metrics.registry()),
+    );
+    if sync.offers_acks() {
+        tracing::info!(
+            mode = config.replication.sync.as_str(),
+            timeout = ?config.replication.sync_timeout,
+            "synchronous replication: commits wait for replicas' acknowledgements"
+        );
+        fs.set_commit_gate(Arc::clone(&sync) as Arc<dyn ltxd::mount::CommitGate>);
+    }
 
     let connector: Arc<dyn ltxd_protocol::Connector> = Arc::new(SchemeConnector::new(
         Arc::new(http_connector(&config)?),
@@ -244,7 +258,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             metrics,
             runtime.handle().clone(),
         )
-        .with_max_subscriptions(config.http.max_subscriptions),
+        .with_max_subscriptions(config.http.max_subscriptions)
+        .with_sync(sync),
     );
     let security = http_security(&config)?;
     let listener = runtime

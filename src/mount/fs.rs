@@ -20,6 +20,7 @@ use fuser::{
 use super::busy_poll::BusyPoll;
 use super::capture::{Capture, CaptureError, CaptureOptions};
 use super::detector::{Detector, Op, Refusal, Verdict};
+use super::gate::{self, CommitGate, Committed};
 use super::lock_wait::LockWaiters;
 use super::locks::{Holder, LockKind};
 use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
@@ -76,6 +77,8 @@ pub(super) struct Shared {
     pub(super) writable: std::sync::atomic::AtomicBool,
     /// The node's role as replication keeps it, for `.primary` and `.lag`.
     pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
+    /// What a commit waits for before the application sees it (synchronous replication).
+    pub(super) commit_gate: std::sync::OnceLock<Arc<dyn CommitGate>>,
     /// Lock requests waiting for the applier; see [`super::parked`].
     pub(super) parked: Mutex<Vec<ParkedLock>>,
     /// True once the kernel opens the root without a request: it then caches the root's
@@ -128,6 +131,12 @@ impl LtxdFs {
         let _ = self.shared.node_view.set(view);
     }
 
+    /// Makes each commit wait for `gate` after it is in the log and before the application sees
+    /// it succeed.
+    pub fn set_commit_gate(&self, gate: Arc<dyn CommitGate>) {
+        let _ = self.shared.commit_gate.set(gate);
+    }
+
     /// Calls `f` once the FUSE session has ended: after an unmount by ltxd, by `umount` or
     /// `fusermount -u`, or after the connection was aborted.
     pub fn on_session_end(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
@@ -159,6 +168,7 @@ impl LtxdFs {
             lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
             node_view: std::sync::OnceLock::new(),
+            commit_gate: std::sync::OnceLock::new(),
             writable: std::sync::atomic::AtomicBool::new(writable),
             parked: Mutex::new(Vec::new()),
             listing_cached: std::sync::atomic::AtomicBool::new(false),
@@ -241,10 +251,23 @@ impl Shared {
     }
 
     /// Does what the detector's verdict on an operation of file `ino` asks before the operation
-    /// is performed: captures a commit, forgets the WAL's read position, or refuses.
+    /// is performed: captures a commit, forgets the WAL's read position, or refuses. A captured
+    /// commit waits for the commit gate on this thread before this returns.
     pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
+        let committed = self.act_deferred(ino, verdict)?;
+        gate::wait(self.commit_gate.get(), committed);
+        Ok(())
+    }
+
+    /// [`Shared::act`] without the wait for the commit gate: the commit it captured, if any,
+    /// must be answered through [`gate::answer_after`].
+    pub(super) fn act_deferred(
+        &self,
+        ino: Option<u64>,
+        verdict: Verdict,
+    ) -> Result<Option<Committed>, Errno> {
         let commit = match verdict {
-            Verdict::Pass => return Ok(()),
+            Verdict::Pass => return Ok(None),
             Verdict::Refuse(refusal) => {
                 if refusal == Refusal::ExclusiveWal {
                     tracing::error!(
@@ -259,14 +282,18 @@ impl Shared {
         let (db, _) = ino.and_then(names::from_inode).ok_or(Errno::ENOENT)?;
         let capture = self.capture(db).ok_or(Errno::ENOENT)?;
         let captured = match commit {
-            Verdict::CommitJournal => capture.commit_journal().map(drop),
-            Verdict::CommitWal => capture.commit_wal().map(drop),
+            Verdict::CommitJournal => capture.commit_journal(),
+            Verdict::CommitWal => capture.commit_wal(),
             _ => {
                 capture.wal_reset();
-                Ok(())
+                Ok(None)
             }
         };
-        captured.map_err(|e| capture_failed(capture.name(), &e))
+        let pos = captured.map_err(|e| capture_failed(capture.name(), &e))?;
+        Ok(pos.map(|pos| Committed {
+            db: capture.name().to_string(),
+            txid: pos.txid,
+        }))
     }
 
     /// Releases the locks of an [`Op::Unlock`] or [`Op::Close`] whose verdict was acted on, and
@@ -478,11 +505,19 @@ impl LtxdFs {
     }
 
     /// Asks the detector about an unlock or close, acts on the verdict (a WAL commit is
-    /// captured while the writer still holds its lock), then releases the locks.
-    fn release(&self, op: Op) -> Result<(), Errno> {
-        let result = self.detect(op);
+    /// captured while the writer still holds its lock), then releases the locks, and answers
+    /// through `reply` once a captured commit has passed the commit gate. The wait happens off
+    /// this thread, after the lock is let go, so the next writer commits meanwhile and
+    /// commits in flight share the replicas' acknowledgements.
+    fn release(&self, op: Op, reply: ReplyEmpty) {
+        let result = self.shared.act_deferred(op.ino(), self.shared.decide(&op));
         self.shared.release(&op);
-        result
+        match result {
+            Ok(committed) => {
+                gate::answer_after(self.shared.commit_gate.get(), committed, || reply.ok())
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn open_backing(
@@ -829,14 +864,13 @@ impl Filesystem for LtxdFs {
     ) {
         self.note_request();
         // As in `setlk`: captured before the write lock is let go.
-        let result = self.release(Op::Close {
-            ino: ino.0,
-            owner: lock_owner.0,
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.release(
+            Op::Close {
+                ino: ino.0,
+                owner: lock_owner.0,
+            },
+            reply,
+        );
     }
 
     fn release(
@@ -1029,16 +1063,15 @@ impl Filesystem for LtxdFs {
         if typ == libc::F_UNLCK {
             // The commit is captured while the writer still holds the WAL write lock, so that
             // nothing (a checkpoint, a handoff's drain) comes between it and the log.
-            let result = self.release(Op::Unlock {
-                ino: ino.0,
-                owner,
-                start,
-                end,
-            });
-            return match result {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            };
+            return self.release(
+                Op::Unlock {
+                    ino: ino.0,
+                    owner,
+                    start,
+                    end,
+                },
+                reply,
+            );
         }
         let kind = if typ == libc::F_WRLCK {
             LockKind::Write

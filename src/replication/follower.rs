@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use ltxd_protocol::replica::{LtxSummary, ReplicaStream, Step, StreamError};
 use ltxd_protocol::wire::{FrameDecoder, WireError};
-use ltxd_protocol::{ConnectError, Connector, Features, StreamRequest};
+use ltxd_protocol::{ConnectError, Connector, Features, Pos, StreamRequest};
 use tokio::sync::watch;
 
 use super::spool::{Spool, SpoolError, Spooled};
+use super::sync::Acker;
 use super::{Handoffs, NodeState};
 use crate::database::VerifiedLtx;
 use crate::mount::{Applier, ApplyError};
@@ -202,7 +203,11 @@ impl Follower {
             node_id: self.node.node_id,
             filter: only.map(|db| [db.to_string()].into()),
             positions: positions.clone(),
-            features: Features::ALL,
+            // Acknowledgements (synchronous replication) count only from candidates.
+            features: match self.node.candidate {
+                true => Features::ALL,
+                false => Features::ALL.without_acks(),
+            },
         };
         let mut response = tokio::time::timeout(
             SUBSCRIBE_TIMEOUT,
@@ -225,6 +230,15 @@ impl Follower {
             epoch = response.epoch,
             "subscribed"
         );
+        let acker = response.features.acks.then(|| {
+            let url = self.options.primary_url.clone();
+            Acker::start(
+                Arc::clone(&self.connector),
+                url,
+                self.node.node_id,
+                positions.clone(),
+            )
+        });
         let mut machine = ReplicaStream::new(positions);
         let mut decoder = FrameDecoder::new();
         let mut spool = Spool::new(self.applier.spool_dir());
@@ -256,6 +270,12 @@ impl Follower {
                         machine.check(&db, &summary)?;
                         self.apply(&db, file, &summary).await?;
                         machine.applied(&db, &summary);
+                        if let Some(acker) = &acker {
+                            acker.applied(
+                                &db,
+                                Pos::new(summary.max_txid, summary.post_apply_checksum),
+                            );
+                        }
                     }
                     Step::Ready => {
                         if !self.node.is_ready() {

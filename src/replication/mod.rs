@@ -17,6 +17,7 @@ mod node;
 mod service;
 mod spool;
 mod stream_driver;
+pub mod sync;
 
 pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};
