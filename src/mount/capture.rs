@@ -256,8 +256,8 @@ impl Capture {
         state.wal_file = None;
     }
 
-    /// Captures the WAL transactions committed since the last capture: called when a writer
-    /// releases the WAL write lock, before the release is acknowledged.
+    /// Captures the WAL transactions committed since the last capture: called once the write
+    /// that completes a commit frame is done, before it is acknowledged.
     pub fn commit_wal(&self) -> Result<Option<Pos>, CaptureError> {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -423,6 +423,9 @@ impl Capture {
             format,
             logged: snapshot,
             pos: Pos::new(header.max_txid, verified.trailer.post_apply_checksum),
+            pages: written.iter().map(|&(pgno, _)| pgno).collect(),
+            page_size: ps,
+            len: u64::from(header.commit) * ps,
         })
     }
 
@@ -444,6 +447,12 @@ pub struct Unlogged<'a> {
     format: crate::ltx::Format,
     logged: bool,
     pos: Pos,
+    /// The pages written, by number.
+    pub(super) pages: Vec<u32>,
+    /// Their size.
+    pub(super) page_size: u64,
+    /// The database file's new length.
+    pub(super) len: u64,
 }
 
 /// Where a WAL transaction lay in the WAL, for the LTX header.

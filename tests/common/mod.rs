@@ -81,6 +81,16 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
 }
 
+/// True when the file system at `dir` answers a request (`statfs` always reaches it).
+fn answers(dir: &Path) -> bool {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and a properly sized out-parameter.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut s) == 0
+    }
+}
+
 fn detach(dir: &Path) {
     if is_mounted(dir) {
         let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
@@ -296,8 +306,9 @@ impl Node {
         .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        // A crash leaves a stale entry in /proc/mounts: wait for a live mount.
-        while !(is_mounted(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()) {
+        // A crash leaves a stale entry in /proc/mounts, whose root the kernel may still stat
+        // from its cache: wait for a mount whose daemon answers (statfs is never cached).
+        while !(is_mounted(&self.mnt) && answers(&self.mnt)) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ltxd mount exited with {status}:\n{}", self.daemon_log());
             }
