@@ -254,8 +254,8 @@ impl Capture {
         state.wal_file = None;
     }
 
-    /// Captures the WAL transactions committed since the last capture: called when a writer
-    /// releases the WAL write lock, before the release is acknowledged.
+    /// Captures the WAL transactions committed since the last capture: called once the write
+    /// that completes a commit frame is done, before it is acknowledged.
     pub fn commit_wal(&self) -> Result<Option<Pos>, CaptureError> {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -405,7 +405,13 @@ impl Capture {
             checksum: state.checksum.checksum(),
         };
         let db = open_rw(&self.layout().database_file())?;
-        let applied = write_pages(&db, base, ltx, &mut StatePageSums(&mut state.pages))?;
+        let mut sums = StatePageSums {
+            sums: &mut state.pages,
+            written: Vec::new(),
+        };
+        let applied = write_pages(&db, base, ltx, &mut sums)?;
+        let written = sums.written;
+        let ps = ltx.page_size().bytes() as u64;
         state.pages.truncate(applied.pages as usize);
         state.checksum = DatabaseChecksum::from_checksum(applied.pos.post_apply_checksum);
         state.page_size = Some(ltx.page_size());
@@ -413,6 +419,9 @@ impl Capture {
             ltx,
             logged: snapshot,
             pos: applied.pos,
+            pages: written,
+            page_size: ps,
+            len: u64::from(applied.pages) * ps,
         })
     }
 
@@ -430,13 +439,17 @@ impl Capture {
     }
 }
 
-/// The capture's page checksums, as the page writer reads and updates them.
-struct StatePageSums<'a>(&'a mut Vec<Checksum>);
+/// The capture's page checksums, as the page writer reads and updates them, and the pages it
+/// wrote (for the applier, which drops exactly those from the kernel's cache).
+struct StatePageSums<'a> {
+    sums: &'a mut Vec<Checksum>,
+    written: Vec<u32>,
+}
 
 impl PageSums for StatePageSums<'_> {
     fn before(&mut self, _: &File, pgno: PageNo, _: &mut [u8]) -> std::io::Result<Checksum> {
         Ok(self
-            .0
+            .sums
             .get(pgno.0 as usize - 1)
             .copied()
             .unwrap_or(Checksum::ZERO))
@@ -444,10 +457,11 @@ impl PageSums for StatePageSums<'_> {
 
     fn after(&mut self, pgno: PageNo, sum: Checksum) {
         let index = pgno.0 as usize - 1;
-        if self.0.len() <= index {
-            self.0.resize(index + 1, Checksum::ZERO);
+        if self.sums.len() <= index {
+            self.sums.resize(index + 1, Checksum::ZERO);
         }
-        self.0[index] = sum;
+        self.sums[index] = sum;
+        self.written.push(pgno.0);
     }
 }
 
@@ -457,6 +471,12 @@ pub struct Unlogged<'a> {
     ltx: &'a VerifiedLtx,
     logged: bool,
     pos: Pos,
+    /// The pages written, by number.
+    pub(super) pages: Vec<u32>,
+    /// Their size.
+    pub(super) page_size: u64,
+    /// The database file's new length.
+    pub(super) len: u64,
 }
 
 /// Where a WAL transaction lay in the WAL, for the LTX header.

@@ -53,7 +53,7 @@ impl Mounted {
         config.clone_fd = true;
         let applier = fs.applier();
         let session = fuser::Session::new(fs, dir, &config)?;
-        applier.set_notifier(session.notifier());
+        applier.set_mount(session.notifier(), dir);
         if let Some(busy_poll) = &busy_poll {
             busy_poll.start(std::os::fd::AsFd::as_fd(&session))?;
             tracing::info!(window = ?busy_poll.window(), "busy polling the FUSE device");
