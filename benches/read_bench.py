@@ -20,6 +20,10 @@ Cases, for each journal mode (WAL and DELETE), all in one run:
   second on the primary (the achieved rate is recorded);
 - plain-8, primary-8, replica-8: `--readers` reader processes at once.
 
+With `--compare OTHER_LTXD`, the mount cases also run against a second binary (a build from
+before a change), named `before:primary` and so on, in the same run and against the same plain
+numbers.
+
 The machine may be shared: the script waits for the load to drop (see mount_tps.py) and records
 the load average before and after every case. Python 3 standard library only.
 """
@@ -173,31 +177,17 @@ def run_mode(mode, args, base):
     plain_dir = os.path.join(root, "plain")
     os.makedirs(plain_dir)
     plain = os.path.join(plain_dir, DB)
-    primary = Daemon(args.ltxd, os.path.join(root, "primary"), http_port=free_port())
-    replica = Daemon(args.ltxd, os.path.join(root, "replica"), http_port=free_port(),
-                     primary_url=primary.url)
     results = []
     try:
         populate(plain, mode, args.rows)
-        primary.start()
-        replica.start()
-        on_primary = os.path.join(primary.mnt, DB)
-        on_replica = os.path.join(replica.mnt, DB)
-        populate(on_primary, mode, args.rows)
-        wait_caught_up(primary, replica)
-        one = [("plain", plain), ("primary", on_primary), ("replica", on_replica)]
-        for name, path in one:
-            results.append(case(name, path, 1, args, root))
-        results.append(case("replica-writes", on_replica, 1, args, root, writer_on=on_primary))
-        for name, path in one:
-            results.append(case(f"{name}-{args.readers}", path, args.readers, args, root))
-        for daemon in (replica, primary):
-            code = daemon.stop()
-            if code != 0:
-                raise RuntimeError(f"ltxd mount exited with {code}:\n{daemon.tail()}")
+        results.append(case("plain", plain, 1, args, root))
+        results.append(case(f"plain-{args.readers}", plain, args.readers, args, root))
+        binaries = [("", args.ltxd)]
+        if args.compare:
+            binaries.insert(0, ("before:", args.compare))
+        for label, ltxd in binaries:
+            results.extend(mount_cases(mode, label, ltxd, args, root))
     finally:
-        for daemon in (replica, primary):
-            daemon.cleanup()
         shutil.rmtree(root, ignore_errors=True)
     plain_rate = {r["readers"]: r["reads_per_sec"] for r in results if r["case"].startswith("plain")}
     for r in results:
@@ -206,10 +196,46 @@ def run_mode(mode, args, base):
     return results
 
 
+def mount_cases(mode, label, ltxd, args, root):
+    """The cases through the mounts of a primary and a replica running `ltxd`, named with
+    `label` in front."""
+    here = os.path.join(root, label.rstrip(":") or "after")
+    primary = Daemon(ltxd, os.path.join(here, "primary"), http_port=free_port())
+    replica = Daemon(ltxd, os.path.join(here, "replica"), http_port=free_port(),
+                     primary_url=primary.url)
+    results = []
+    try:
+        primary.start()
+        replica.start()
+        on_primary = os.path.join(primary.mnt, DB)
+        on_replica = os.path.join(replica.mnt, DB)
+        populate(on_primary, mode, args.rows)
+        wait_caught_up(primary, replica)
+        one = [("primary", on_primary), ("replica", on_replica)]
+        for name, path in one:
+            results.append(case(label + name, path, 1, args, root))
+        results.append(case(label + "replica-writes", on_replica, 1, args, root,
+                            writer_on=on_primary))
+        for name, path in one:
+            results.append(case(f"{label}{name}-{args.readers}", path, args.readers, args, root))
+        for daemon in (replica, primary):
+            code = daemon.stop()
+            if code != 0:
+                raise RuntimeError(f"ltxd mount exited with {code}:\n{daemon.tail()}")
+    finally:
+        for daemon in (replica, primary):
+            daemon.cleanup()
+    for r in results:
+        r["ltxd"] = ltxd
+    return results
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ltxd", required=True, help="the ltxd binary (release build)")
+    p.add_argument("--compare", default=None,
+                   help="another ltxd binary measured in the same run, its cases named before:*")
     p.add_argument("--out", required=True, help="the JSON file to write")
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--secs", type=float, default=3.0, help="seconds per case")
@@ -224,6 +250,8 @@ def main():
     p.add_argument("--command", default=None, help="the command line to record")
     args = p.parse_args()
     args.ltxd = os.path.abspath(args.ltxd)
+    if args.compare:
+        args.compare = os.path.abspath(args.compare)
     os.makedirs(args.dir, exist_ok=True)
     result = result_header("read", args)
     result["rows"] = args.rows

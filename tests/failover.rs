@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::leases::{Consul, Etcd};
-use common::{Node, Transport};
+use common::{pos, Node, Transport};
 
 /// The lease TTL the tests use.
 const TTL: Duration = Duration::from_secs(2);
@@ -66,10 +66,6 @@ fn primary_of(nodes: &[Node]) -> Option<usize> {
         [one] => Some(*one),
         _ => None,
     }
-}
-
-fn pos(node: &Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
 }
 
 fn writable(node: &Node, db: &str) -> bool {

@@ -81,7 +81,7 @@ fn concurrent_processes_in(mode: &str, node: &mut Node, seed: u64) {
 
 #[test]
 fn every_journal_mode_with_concurrent_processes() {
-    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF", "WAL"]
+    for (i, mode) in ["DELETE", "TRUNCATE", "PERSIST", "WAL"]
         .into_iter()
         .enumerate()
     {
@@ -89,8 +89,9 @@ fn every_journal_mode_with_concurrent_processes() {
     }
 }
 
-/// A blocking lock request (`F_SETLKW`) waits without holding up the mount: the unlock that lets
-/// it in is served even when one thread serves every request (`fuse.busy-poll`).
+/// A blocking lock request (`F_SETLKW`) is granted when its holder unlocks: the kernel keeps the
+/// mount's locks, so neither waits on the daemon, even when one thread serves every request
+/// (`fuse.busy-poll`).
 #[test]
 fn a_blocking_lock_is_granted_when_its_holder_unlocks() {
     let mut node = Node::primary();
@@ -120,8 +121,7 @@ fn a_blocking_lock_is_granted_when_its_holder_unlocks() {
     )
     .unwrap();
     assert_eq!(line, "locked\n");
-    // Blocks until the holder unlocks. Were it to wait on the only FUSE thread, the unlock could
-    // not be served, and it would fail with EAGAIN after 30 s.
+    // Blocks until the holder unlocks.
     let waiter = std::process::Command::new("python3")
         .args(["-c", &lock("")])
         .arg(&path)
@@ -304,19 +304,48 @@ fn leaving_wal_mode_on_a_replica_fails_and_changes_nothing() {
     assert_eq!(node.sqlite("w.db", "SELECT x FROM t;").trim(), "42");
 }
 
+/// In EXCLUSIVE locking mode the WAL index lives in the connection's memory, but each commit
+/// still writes a commit frame, which is where the mount captures it.
 #[test]
-fn exclusive_locking_mode_in_wal_is_refused_with_a_clear_log_line() {
-    let node = Node::primary();
-    let err = node
-        .sqlite_result("x.db", "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap_err();
-    assert!(!err.is_empty(), "the write must fail");
+fn exclusive_locking_mode_in_wal_commits_every_transaction_to_the_log() {
+    let mut node = Node::primary();
+    let db = "x.db";
+    node.sqlite(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); BEGIN; INSERT INTO t VALUES (3); ROLLBACK; INSERT INTO t VALUES (4);");
+    assert_eq!(node.sqlite(db, "SELECT sum(x) FROM t;").trim(), "7");
+    node.stop();
+    node.check_log_matches_database(db);
+}
+
+/// Journal modes MEMORY and OFF show no commit point to a mount that leaves locks to the
+/// kernel: the first write of a transaction is refused, before anything changed.
+#[test]
+fn journal_modes_without_a_journal_file_are_refused_with_a_clear_log_line() {
+    let mut node = Node::primary();
+    for mode in ["MEMORY", "OFF"] {
+        let db = format!("{}.db", mode.to_lowercase());
+        node.sqlite(&db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+        let err = node
+            .sqlite_result(
+                &db,
+                &format!("PRAGMA journal_mode={mode}; INSERT INTO t VALUES (2);"),
+            )
+            .unwrap_err();
+        assert!(!err.is_empty(), "{mode}: the write must fail");
+        assert_eq!(
+            node.sqlite(&db, "SELECT sum(x) FROM t;").trim(),
+            "1",
+            "{mode}"
+        );
+    }
     assert!(
         node.daemon_log()
-            .contains("EXCLUSIVE locking mode in WAL is not supported"),
+            .contains("journal modes MEMORY and OFF are not supported"),
         "the daemon must say why:\n{}",
         node.daemon_log()
     );
+    node.stop();
+    node.check_log_matches_database("memory.db");
+    node.check_log_matches_database("off.db");
 }
 
 #[test]

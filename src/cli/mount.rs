@@ -128,6 +128,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     super::logging::init(&config.log);
     tracing::info!(config = %path.display(), "configuration loaded");
+    // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
+    // from outside must not leave a primary that holds the lease but takes no writes. The
+    // signals are caught from here on, so one that arrives while the log is opened or the
+    // databases are recovered is acted on at the role wait, never by the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     super::mount_flags::warn_unacted(&config, &args.litefs);
     let data_dir = PathBuf::from(&config.data.dir);
     let mount_dir = PathBuf::from(&config.fuse.dir);
@@ -164,12 +172,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     };
     let backup = super::backup::start(&config, &runtime, &log, &node, &metrics)?;
     let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
-    // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
-    // from outside must not leave a primary that holds the lease but takes no writes.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
     let session_ended = Arc::new(AtomicBool::new(false));
     {
         let (ended, handle) = (Arc::clone(&session_ended), signals.handle());

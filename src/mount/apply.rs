@@ -3,21 +3,31 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::capture::{CaptureError, Unlogged};
-use super::detector::{Op, Verdict};
 use super::fs::Shared;
-use super::locks::{Holder, LockKind};
+use super::locks::Held;
 use super::names::{self, FileKind};
-use super::parked::APPLIER;
 use super::shm::{rewrite_header, ShmState, SHM_HEADER_LEN};
+use crate::database::VerifiedLtx;
 use crate::ltx::Pos;
 
-/// PENDING, RESERVED and the SHARED range of a SQLite database file.
-const DATABASE_LOCKS: (u64, u64) = (0x4000_0000, 0x4000_0002 + 509);
-/// The WAL index's WRITE, CKPT, RECOVER and READ0-4 lock bytes.
-const SHM_LOCKS: (u64, u64) = (120, 127);
+/// SQLite's PENDING byte in a database file.
+const PENDING: u64 = 0x4000_0000;
+/// SQLite's RESERVED byte: a writer in rollback mode holds it.
+const RESERVED: u64 = PENDING + 1;
+/// SQLite's SHARED range: readers hold a byte of it, a writer committing holds it all.
+const SHARED_RANGE: (u64, u64) = (PENDING + 2, PENDING + 2 + 509);
+/// The WAL index's WRITE lock byte: a WAL writer holds it.
+const WAL_WRITE: u64 = 120;
+/// The WAL index's WRITE, CKPT and RECOVER lock bytes.
+const WAL_WRITER_LOCKS: (u64, u64) = (120, 122);
+/// The WAL index's read marks READ0 to READ4: a read transaction holds one.
+const WAL_READ_MARKS: std::ops::RangeInclusive<u64> = 123..=127;
+/// Above this many pages changed, an apply drops every cached page of the database file
+/// rather than invalidate them one by one.
+const MAX_RANGES: usize = 256;
 /// How long an apply waits for readers to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -46,9 +56,11 @@ impl Applier {
         Applier { shared }
     }
 
-    /// Gives the applier the kernel notifier, once the file system is mounted.
-    pub fn set_notifier(&self, notifier: fuser::Notifier) {
+    /// Gives the applier the kernel notifier and the mount point, once the file system is
+    /// mounted: it takes SQLite's locks through descriptors of its own on the mount.
+    pub fn set_mount(&self, notifier: fuser::Notifier, dir: &Path) {
         let _ = self.shared.notifier.set(notifier);
+        self.shared.mount_locks.set_dir(dir);
     }
 
     /// Makes the mount writable (the node became primary) or read-only (it was demoted). A
@@ -71,31 +83,39 @@ impl Applier {
     /// locking-mode connection) is cut off mid-transaction, as a demotion would. Returns the
     /// databases that were still busy.
     pub fn stop_writes_gracefully(&self, wait: Duration) -> Vec<String> {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         let mut held = Vec::new();
         let mut busy = Vec::new();
         for name in self.shared.database_names() {
-            let Some(db) = self.shared.database_index(name.as_str()) else {
+            let Some(capture) = self
+                .shared
+                .database_index(&name)
+                .and_then(|db| self.shared.capture(db))
+            else {
                 continue;
             };
-            let Some(capture) = self.shared.capture(db) else {
-                continue;
-            };
-            let (ino, byte) = if in_wal_mode(&capture.dir().join("database")) {
-                (names::inode(db, FileKind::Shm), SHM_LOCKS.0)
+            let (kind, byte) = if in_wal_mode(&capture.layout().database_file()) {
+                (FileKind::Shm, WAL_WRITE)
             } else {
-                (names::inode(db, FileKind::Database), DATABASE_LOCKS.0 + 1)
+                (FileKind::Database, RESERVED)
             };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lock(ino, (byte, byte), left) {
-                Ok(()) => held.push(ino),
-                Err(_) => busy.push(name),
+            let taken = match self.shared.mount_locks.open(&name, kind, false) {
+                Ok(Some(file)) => Held::take(&file, (byte, byte), deadline),
+                // No file in the mount: no writer has it open.
+                Ok(None) => continue,
+                Err(err) => Err(err),
+            };
+            match taken {
+                Ok(Some(lock)) => held.push(lock),
+                Ok(None) => busy.push(name),
+                Err(err) => {
+                    tracing::warn!(db = name, %err, "cannot take the writer lock to drain");
+                    busy.push(name);
+                }
             }
         }
         self.set_writable(false);
-        for ino in held {
-            self.shared.release_applier_locks(ino);
-        }
+        drop(held);
         busy
     }
 
@@ -119,10 +139,16 @@ impl Applier {
             .collect()
     }
 
-    /// Applies one LTX file to database `name` (creating it), holding its SQLite locks so that
+    /// Where the follower spools received LTX files: `<data-dir>/spool`, emptied when the log
+    /// is opened.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.shared.log.spool_dir()
+    }
+
+    /// Applies one verified LTX file to database `name` (creating it), holding its SQLite locks so that
     /// readers see the database before or after the file, never in between; then rewrites the
-    /// WAL index for WAL-mode readers and drops the kernel's cached pages.
-    pub fn apply(&self, name: &str, ltx: &[u8]) -> Result<Pos, ApplyError> {
+    /// WAL index for WAL-mode readers and drops the kernel's cached copies of what changed.
+    pub fn apply(&self, name: &str, ltx: &VerifiedLtx) -> Result<Pos, ApplyError> {
         let db = self.shared.open_database(name)?;
         let capture = self
             .shared
@@ -132,51 +158,78 @@ impl Applier {
             names::inode(db, FileKind::Database),
             names::inode(db, FileKind::Shm),
         );
-        let lock = |ino: u64, range: (u64, u64)| self.lock(ino, range, LOCK_WAIT);
-        // In WAL mode every connection holds SHARED on the database file for as long as it is
-        // open, and a read transaction holds a read mark in the WAL index: the applier takes
-        // every WAL index lock. In rollback mode a read transaction holds SHARED: the applier
-        // takes PENDING first, as a SQLite writer does, so that new readers wait (parked)
-        // while it waits for the current ones to finish.
-        let locked = if in_wal_mode(&capture.dir().join("database")) {
-            lock(shm_ino, SHM_LOCKS)
+        let db_path = capture.layout().database_file();
+        // A database the replica does not have yet is not shown until its first file is in:
+        // no reader can open it, so there are no locks to take.
+        let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
+        let written = if new {
+            self.hidden(db, true);
+            let written = self.apply_locked(&capture, db_ino, shm_ino, ltx);
+            self.hidden(db, false);
+            written
         } else {
-            lock(db_ino, (DATABASE_LOCKS.0, DATABASE_LOCKS.0))
-                .and_then(|()| lock(db_ino, DATABASE_LOCKS))
+            match self.lock_out_readers(name, in_wal_mode(&db_path)) {
+                Ok(Some(locks)) => {
+                    let written = self.apply_locked(&capture, db_ino, shm_ino, ltx);
+                    drop(locks);
+                    written
+                }
+                Ok(None) => Err(ApplyError::Busy(name.to_string())),
+                Err(err) => Err(err.into()),
+            }
         };
-        let written = match locked {
-            Err(_) => Err(ApplyError::Busy(name.to_string())),
-            Ok(()) => self.apply_locked(&capture, db_ino, shm_ino, ltx),
-        };
-        for ino in [db_ino, shm_ino] {
-            self.shared.release_applier_locks(ino);
-        }
         // A new database, or one that was empty, enters the listing; `.lag` appears with the
         // first file from the primary.
         self.shared.listing_changed();
         Ok(capture.log_replicated(written?)?)
     }
 
-    /// Takes bytes `start..=end` of `ino` with a write lock as the applier, waiting up to
-    /// `wait` for their holders to let go.
-    fn lock(&self, ino: u64, (start, end): (u64, u64), wait: Duration) -> Result<(), ()> {
-        let holder = Holder {
-            owner: APPLIER,
-            pid: std::process::id(),
+    /// Takes the locks a SQLite writer would hold to change database `name` under its readers,
+    /// through the applier's own descriptor on the mount, waiting up to [`LOCK_WAIT`] for the
+    /// readers to finish. In WAL mode every connection holds SHARED on the database file for
+    /// as long as it is open, and a read transaction holds a read mark in the WAL index: the
+    /// applier takes the writer's locks and then every read mark, one at a time, so that the
+    /// readers of a mark are shut out as soon as it is taken. In rollback mode a read
+    /// transaction holds SHARED: the applier takes PENDING first, as a SQLite writer does, so
+    /// that new readers wait (in SQLite's busy handler) while it waits for the current ones.
+    /// `Ok(None)` when readers held their locks too long.
+    fn lock_out_readers(&self, name: &str, wal: bool) -> std::io::Result<Option<Vec<Held>>> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        let locks = &self.shared.mount_locks;
+        let (file, ranges): (_, Vec<(u64, u64)>) = if wal {
+            let marks = WAL_READ_MARKS.rev().map(|b| (b, b));
+            (
+                locks.open(name, FileKind::Shm, true)?,
+                std::iter::once(WAL_WRITER_LOCKS).chain(marks).collect(),
+            )
+        } else {
+            (
+                locks.open(name, FileKind::Database, false)?,
+                vec![(PENDING, PENDING), SHARED_RANGE],
+            )
         };
-        let request = Op::Lock {
-            ino,
-            holder,
-            start,
-            end,
-            kind: LockKind::Write,
+        let Some(file) = file else {
+            // Not mounted: nothing reads through the mount.
+            return Ok(Some(Vec::new()));
         };
-        self.shared
-            .lock_changes
-            .wait_for(wait, || match self.shared.decide(&request) {
-                Verdict::Pass => Ok(()),
-                _ => Err(()),
-            })
+        let mut held = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match Held::take(&file, range, deadline)? {
+                Some(lock) => held.push(lock),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(held))
+    }
+
+    /// Hides database `db` from the mount's lookups while it is created, or shows it again.
+    fn hidden(&self, db: usize, hidden: bool) {
+        let mut set = self.shared.hidden.lock().unwrap_or_else(|p| p.into_inner());
+        if hidden {
+            set.insert(db);
+        } else {
+            set.remove(&db);
+        }
     }
 
     fn apply_locked<'a>(
@@ -184,20 +237,30 @@ impl Applier {
         capture: &super::capture::Capture,
         db_ino: u64,
         shm_ino: u64,
-        ltx: &'a [u8],
+        ltx: &'a VerifiedLtx,
     ) -> Result<Unlogged<'a>, ApplyError> {
-        self.invalidate(shm_ino);
+        self.invalidate(shm_ino, 0, 0);
         let written = capture.write_replicated(ltx)?;
-        self.rewrite_wal_index(&capture.dir().join("shm"), &capture.dir().join("database"))?;
+        self.rewrite_wal_index(&capture.layout().shm(), &capture.layout().database_file())?;
         // Readers may hold the WAL open: empty it rather than remove it.
         if let Ok(wal) = std::fs::OpenOptions::new()
             .write(true)
-            .open(capture.dir().join("wal"))
+            .open(capture.layout().wal())
         {
             wal.set_len(0)?;
         }
-        self.invalidate(db_ino);
-        self.invalidate(shm_ino);
+        // Only the pages the file changed leave the kernel's cache (and what lies past the new
+        // end of the file); a snapshot replaces everything.
+        if written.pages.len() > MAX_RANGES {
+            self.invalidate(db_ino, 0, 0);
+        } else {
+            let ps = written.page_size;
+            for &pgno in &written.pages {
+                self.invalidate(db_ino, (u64::from(pgno) - 1) * ps, ps);
+            }
+            self.invalidate(db_ino, written.len, 0);
+        }
+        self.invalidate(shm_ino, 0, 0);
         Ok(written)
     }
 
@@ -237,10 +300,12 @@ impl Applier {
         Ok(())
     }
 
-    /// Drops the kernel's cached pages of an inode, writing back any dirty ones first.
-    fn invalidate(&self, ino: u64) {
+    /// Drops the kernel's cached pages of an inode from `offset` for `len` bytes (to the end
+    /// when `len` is zero), writing back any dirty ones first, and its cached attributes.
+    fn invalidate(&self, ino: u64, offset: u64, len: u64) {
         if let Some(notifier) = self.shared.notifier.get() {
-            if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+            let (offset, len) = (offset as i64, len as i64);
+            if let Err(err) = notifier.inval_inode(fuser::INodeNo(ino), offset, len) {
                 if err.raw_os_error() != Some(libc::ENOENT) {
                     tracing::warn!(ino, %err, "cannot invalidate the kernel cache");
                 }

@@ -2,43 +2,32 @@
 //!
 //! The FUSE adapter (`fs.rs`) turns every request that may matter to a transaction into an
 //! [`Op`] and asks the [`Detector`] what it means. The detector answers with a [`Verdict`]:
-//! pass the operation through, capture a rollback-journal or WAL commit before it, note that the
-//! WAL was reset, or refuse it. Its state is the POSIX lock table of every file of the mount
-//! (SQLite's locks are how transaction boundaries show at the file level); the replica's applier
-//! and the handoff's drain take their locks through it too, as the owner [`APPLIER`].
+//! pass the operation through, capture a rollback-journal commit before it, capture a WAL
+//! commit once it is performed, note that the WAL was reset, or refuse it.
 //!
-//! Commit points: in rollback-journal modes, the unlink (DELETE), truncation to zero (TRUNCATE)
-//! or zeroed header (PERSIST) of the journal; without a journal file (MEMORY, OFF), the release
-//! of the database file's EXCLUSIVE lock after the database was written and the journal was
-//! not; in WAL mode, the release of the WAL write lock (`-shm` byte 120) by its holder, or the
-//! close of `-shm` while holding it. Refusals: any change
-//! on a replica except to `-shm`; a WAL write while nobody holds the WAL write lock (EXCLUSIVE
-//! locking mode in WAL hides transaction boundaries); the checkpoint lock while another owner
-//! holds the WAL write lock (a checkpoint must not copy frames the log does not have yet); the
-//! removal of a database; a lock that conflicts.
-//!
-//! The adapter does the I/O the verdict asks for. For [`Op::Unlock`] and [`Op::Close`], the
-//! lock table changes only when the adapter calls [`Detector::release`], after it captured the
-//! commit: nothing can take the WAL write lock between a commit and its record.
+//! The kernel keeps SQLite's POSIX locks itself (the mount does not ask for `FUSE_POSIX_LOCKS`),
+//! so a read transaction costs no request; commits are recognised from the writes that make
+//! them. Commit points: in rollback-journal modes, the unlink (DELETE), truncation to zero
+//! (TRUNCATE) or zeroed header (PERSIST) of the journal, captured before that operation is
+//! performed; in WAL mode, the write that completes a commit frame (a frame whose header
+//! carries the database size), SQLite's own commit point, captured after the write and before
+//! it returns: SQLite updates the WAL index only after that, so no reader and no checkpoint can
+//! see the frame before the log has it, in any locking mode. Refusals: any change on a
+//! replica except to `-shm` (and the daemon's own opens, which only lock); a database write in
+//! rollback mode with no journal written since the last commit point and no WAL (journal modes
+//! MEMORY and OFF have no commit point the mount can see); the removal of a database.
 //!
 //! Tests replay operation traces recorded from real SQLite sessions through the mount (see
 //! `trace.rs` and `fixtures/mount-traces/`).
 
 use std::collections::HashMap;
 
-use super::locks::{Conflict, Holder, LockKind, LockTable};
 use super::names::{self, FileKind};
-use super::parked::APPLIER;
 
-/// The WAL index's write lock byte: a writer releasing it has committed.
-pub(super) const WAL_WRITE_LOCK: u64 = 120;
-/// The WAL index's checkpoint lock byte.
-pub(super) const WAL_CKPT_LOCK: u64 = 121;
 /// The size of the rollback journal's header, which PERSIST mode zeroes to commit.
 const JOURNAL_HEADER_LEN: u64 = 28;
-/// The first byte of SQLite's SHARED range in the database file: a writer holds it with a write
-/// lock (EXCLUSIVE) while it changes the file.
-const SHARED_FIRST: u64 = 0x4000_0002;
+/// The size of a WAL frame header; SQLite writes it on its own, then the page.
+pub(super) const WAL_FRAME_HEADER_LEN: u64 = 24;
 
 /// A file operation, as the detector sees it. Files are named by inode (see `names.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +38,9 @@ pub(super) enum Op {
         kind: FileKind,
         /// True when opened for writing.
         write: bool,
+        /// True when the daemon itself opens it (the applier's or the drain's descriptor,
+        /// which takes SQLite's locks and never writes).
+        daemon: bool,
     },
     /// A write of `len` bytes at `offset`.
     Write {
@@ -60,6 +52,9 @@ pub(super) enum Op {
         len: u64,
         /// True when every byte written is zero.
         zeroes: bool,
+        /// A WAL write: a frame header whose database size is set (a commit frame). A
+        /// database write: a WAL file exists beside the database (a checkpoint's write).
+        flag: bool,
     },
     /// A change of the file's size.
     Truncate {
@@ -73,48 +68,16 @@ pub(super) enum Op {
         /// The file.
         ino: u64,
     },
-    /// A non-blocking lock request (a blocking one retries it).
-    Lock {
-        /// The file.
-        ino: u64,
-        /// Who asks.
-        holder: Holder,
-        /// The first byte.
-        start: u64,
-        /// The last byte (inclusive).
-        end: u64,
-        /// Read or write.
-        kind: LockKind,
-    },
-    /// A release of a byte range.
-    Unlock {
-        /// The file.
-        ino: u64,
-        /// Who releases.
-        owner: u64,
-        /// The first byte.
-        start: u64,
-        /// The last byte (inclusive).
-        end: u64,
-    },
-    /// A close (FUSE's flush): the owner's locks on the file go.
-    Close {
-        /// The file.
-        ino: u64,
-        /// Whose locks.
-        owner: u64,
-    },
 }
 
 /// What the adapter does with an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Perform it (a lock request: it was granted).
+    /// Perform it.
     Pass,
-    /// Capture the rollback-journal commit, then perform it (a lock request: it was granted,
-    /// and is answered once the commit is captured).
+    /// Capture the rollback-journal commit, then perform it.
     CommitJournal,
-    /// Capture the WAL commit, then perform it.
+    /// Perform it (it completes a commit frame), then capture the WAL commit before answering.
     CommitWal,
     /// Perform it; the WAL is empty or gone, so capture forgets its read position.
     WalReset,
@@ -127,17 +90,10 @@ pub(super) enum Verdict {
 pub(super) enum Refusal {
     /// The node is a replica: only the WAL index may change.
     ReadOnly,
-    /// A WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL.
-    ExclusiveWal,
+    /// A database write with neither a journal nor a WAL: journal modes MEMORY and OFF.
+    NoJournal,
     /// The file may not be removed or resized (a database, a virtual file).
     NotPermitted,
-    /// Another owner holds a conflicting lock; `only_applier` when that is the applier alone.
-    Conflict {
-        /// True when nothing but the applier blocks the request.
-        only_applier: bool,
-    },
-    /// The checkpoint lock while another owner holds the WAL write lock.
-    CommitInProgress,
 }
 
 impl Refusal {
@@ -145,25 +101,17 @@ impl Refusal {
     pub(super) fn errno(self) -> i32 {
         match self {
             Refusal::ReadOnly => libc::EROFS,
-            Refusal::ExclusiveWal | Refusal::NotPermitted => libc::EPERM,
-            Refusal::Conflict { .. } | Refusal::CommitInProgress => libc::EAGAIN,
+            Refusal::NoJournal | Refusal::NotPermitted => libc::EPERM,
         }
     }
 }
 
-/// The detector: the lock tables of the mount's files, what each database's files were written
-/// with since its last rollback-journal commit point, and the rules above.
+/// The detector: per database, whether its journal was written since its last commit point,
+/// and where the page of a WAL commit frame whose header was written goes.
 #[derive(Debug, Default)]
 pub(super) struct Detector {
-    tables: HashMap<u64, LockTable>,
-    written: HashMap<usize, Written>,
-}
-
-/// Which of a database's files were written since its last rollback-journal commit point.
-#[derive(Clone, Copy, Debug, Default)]
-struct Written {
-    database: bool,
-    journal: bool,
+    journal_written: HashMap<usize, bool>,
+    commit_frame_page: HashMap<usize, u64>,
 }
 
 impl Op {
@@ -171,27 +119,25 @@ impl Op {
     pub(super) fn ino(&self) -> Option<u64> {
         match *self {
             Op::Open { .. } => None,
-            Op::Write { ino, .. }
-            | Op::Truncate { ino, .. }
-            | Op::Unlink { ino }
-            | Op::Lock { ino, .. }
-            | Op::Unlock { ino, .. }
-            | Op::Close { ino, .. } => Some(ino),
+            Op::Write { ino, .. } | Op::Truncate { ino, .. } | Op::Unlink { ino } => Some(ino),
         }
     }
 }
 
 impl Detector {
-    /// What `op` means, with the node `writable` (primary) or not. Grants lock requests; never
-    /// changes a lock table for [`Op::Unlock`] and [`Op::Close`] (see [`Detector::release`]).
+    /// What `op` means, with the node `writable` (primary) or not.
     pub(super) fn decide(&mut self, op: &Op, writable: bool) -> Verdict {
         match *op {
             // SQLite opens the WAL and its index read-write even for a read-only connection,
             // and only falls back to read-only when the file already exists. Writes to the WAL
             // are still refused.
-            Op::Open { kind, write } => match kind {
+            Op::Open {
+                kind,
+                write,
+                daemon,
+            } => match kind {
                 FileKind::Wal | FileKind::Shm => Verdict::Pass,
-                _ if write && !writable => Verdict::Refuse(Refusal::ReadOnly),
+                _ if write && !writable && !daemon => Verdict::Refuse(Refusal::ReadOnly),
                 _ => Verdict::Pass,
             },
             Op::Write {
@@ -199,6 +145,7 @@ impl Detector {
                 offset,
                 len,
                 zeroes,
+                flag,
             } => {
                 let Some((db, kind)) = names::from_inode(ino) else {
                     return Verdict::Pass;
@@ -211,16 +158,15 @@ impl Detector {
                         self.journal_commit(db)
                     }
                     FileKind::Journal => {
-                        self.written.entry(db).or_default().journal = true;
+                        self.journal_written.insert(db, true);
                         Verdict::Pass
                     }
-                    FileKind::Database => {
-                        self.written.entry(db).or_default().database = true;
-                        Verdict::Pass
+                    FileKind::Database
+                        if !flag && !self.journal_written.get(&db).copied().unwrap_or(false) =>
+                    {
+                        Verdict::Refuse(Refusal::NoJournal)
                     }
-                    FileKind::Wal if !self.writer_holds(shm(db), WAL_WRITE_LOCK) => {
-                        Verdict::Refuse(Refusal::ExclusiveWal)
-                    }
+                    FileKind::Wal => self.wal_write(db, offset, len, flag),
                     _ => Verdict::Pass,
                 }
             }
@@ -230,7 +176,7 @@ impl Detector {
                     Verdict::Refuse(Refusal::ReadOnly)
                 }
                 Some((db, FileKind::Journal)) if size == 0 => self.journal_commit(db),
-                Some((_, FileKind::Wal)) if size == 0 => Verdict::WalReset,
+                Some((db, FileKind::Wal)) if size == 0 => self.wal_reset(db),
                 Some(_) => Verdict::Pass,
             },
             Op::Unlink { ino } => match names::from_inode(ino) {
@@ -238,187 +184,45 @@ impl Detector {
                     Verdict::Refuse(Refusal::ReadOnly)
                 }
                 Some((db, FileKind::Journal)) => self.journal_commit(db),
-                Some((_, FileKind::Wal)) => Verdict::WalReset,
+                Some((db, FileKind::Wal)) => self.wal_reset(db),
                 Some((_, FileKind::Shm)) => Verdict::Pass,
                 Some((_, FileKind::Database | FileKind::Pos)) | None => {
                     Verdict::Refuse(Refusal::NotPermitted)
                 }
             },
-            Op::Lock {
-                ino,
-                holder,
-                start,
-                end,
-                kind,
-            } => self.lock(ino, holder, start, end, kind),
-            Op::Unlock {
-                ino,
-                owner,
-                start,
-                end,
-            } => {
-                if (start..=end).contains(&WAL_WRITE_LOCK) && self.holds_wal_write(ino, owner) {
-                    Verdict::CommitWal
-                } else if (start..=end).contains(&SHARED_FIRST) {
-                    self.exclusive_released(ino, owner)
-                } else {
-                    Verdict::Pass
-                }
-            }
-            Op::Close { ino, owner } => {
-                if self.holds_wal_write(ino, owner) {
-                    Verdict::CommitWal
-                } else {
-                    self.exclusive_released(ino, owner)
-                }
-            }
-        }
-    }
-
-    /// Performs an [`Op::Unlock`] or [`Op::Close`] in the lock tables, once the adapter has acted
-    /// on its verdict. Returns true if a lock was released. Other operations change nothing.
-    pub(super) fn release(&mut self, op: &Op) -> bool {
-        let (ino, released) = match *op {
-            Op::Unlock {
-                ino,
-                owner,
-                start,
-                end,
-            } => (
-                ino,
-                self.tables
-                    .get_mut(&ino)
-                    .is_some_and(|t| t.unlock(owner, start, end)),
-            ),
-            Op::Close { ino, owner } => (
-                ino,
-                self.tables
-                    .get_mut(&ino)
-                    .is_some_and(|t| !t.unlock_all(owner).is_empty()),
-            ),
-            _ => return false,
-        };
-        if self.tables.get(&ino).is_some_and(LockTable::is_empty) {
-            self.tables.remove(&ino);
-        }
-        released
-    }
-
-    /// F_GETLK: the first lock of another owner that would block the request.
-    pub(super) fn test(
-        &self,
-        ino: u64,
-        owner: u64,
-        start: u64,
-        end: u64,
-        kind: LockKind,
-    ) -> Option<Conflict> {
-        self.tables.get(&ino)?.test(owner, start, end, kind)
-    }
-
-    fn lock(&mut self, ino: u64, holder: Holder, start: u64, end: u64, kind: LockKind) -> Verdict {
-        let owner = holder.owner;
-        // EXCLUSIVE down to SHARED ends a write transaction, as a release does.
-        let downgrade = (kind == LockKind::Read && (start..=end).contains(&SHARED_FIRST))
-            .then(|| self.exclusive_holder(ino, owner))
-            .flatten();
-        let table = self.tables.entry(ino).or_default();
-        // A checkpoint must not copy frames of a commit that is not in the log yet.
-        let checkpoint = names::from_inode(ino).is_some_and(|(_, k)| k == FileKind::Shm)
-            && (start..=end).contains(&WAL_CKPT_LOCK);
-        let writer_busy = checkpoint && table.others_hold(owner, WAL_WRITE_LOCK, WAL_WRITE_LOCK);
-        if writer_busy
-            && table
-                .test_ignoring(
-                    owner,
-                    APPLIER,
-                    WAL_WRITE_LOCK,
-                    WAL_WRITE_LOCK,
-                    LockKind::Write,
-                )
-                .is_some()
-        {
-            return Verdict::Refuse(Refusal::CommitInProgress);
-        }
-        let conflict = table.test(owner, start, end, kind).is_some();
-        if writer_busy || conflict {
-            let only_applier = owner != APPLIER
-                && table
-                    .test_ignoring(owner, APPLIER, start, end, kind)
-                    .is_none();
-            return Verdict::Refuse(Refusal::Conflict { only_applier });
-        }
-        match table.try_lock(holder, start, end, kind) {
-            Ok(()) => match downgrade {
-                Some(db) => self.unjournaled_commit(db),
-                None => Verdict::Pass,
-            },
-            Err(_) => Verdict::Refuse(Refusal::Conflict {
-                only_applier: false,
-            }),
         }
     }
 
     /// A rollback-journal commit point of database `db`.
     fn journal_commit(&mut self, db: usize) -> Verdict {
-        self.written.remove(&db);
+        self.journal_written.remove(&db);
         Verdict::CommitJournal
     }
 
-    /// `owner` lets go of what it holds of `ino` at SQLite's SHARED range: if that was the
-    /// EXCLUSIVE lock on a database file that was written without a journal (journal modes
-    /// MEMORY and OFF), the transaction has committed (or rolled back, restoring the pages).
-    /// After a hot journal, its rollback's commit point is the journal's removal or reset.
-    fn exclusive_released(&mut self, ino: u64, owner: u64) -> Verdict {
-        match self.exclusive_holder(ino, owner) {
-            Some(db) => self.unjournaled_commit(db),
-            None => Verdict::Pass,
+    /// A write to the WAL of database `db`. SQLite writes each frame as its header, then its
+    /// page: the header of a commit frame announces the write that commits.
+    fn wal_write(&mut self, db: usize, offset: u64, len: u64, commit_header: bool) -> Verdict {
+        if len == WAL_FRAME_HEADER_LEN && offset > WAL_FRAME_HEADER_LEN {
+            if commit_header {
+                self.commit_frame_page
+                    .insert(db, offset + WAL_FRAME_HEADER_LEN);
+            } else {
+                self.commit_frame_page.remove(&db);
+            }
+            return Verdict::Pass;
         }
-    }
-
-    /// The database whose file `ino` is, if `owner` (a writer) holds its EXCLUSIVE lock.
-    fn exclusive_holder(&self, ino: u64, owner: u64) -> Option<usize> {
-        let (db, kind) = names::from_inode(ino)?;
-        let held = self
-            .tables
-            .get(&ino)
-            .is_some_and(|t| t.held(owner, SHARED_FIRST) == Some(LockKind::Write));
-        (kind == FileKind::Database && owner != APPLIER && held).then_some(db)
-    }
-
-    /// The end of an EXCLUSIVE lock on database `db`: a commit point if the database was
-    /// written and the journal was not.
-    fn unjournaled_commit(&mut self, db: usize) -> Verdict {
-        match self.written.get(&db) {
-            Some(w) if w.database && !w.journal => self.journal_commit(db),
-            _ => Verdict::Pass,
+        if self.commit_frame_page.get(&db) == Some(&offset) {
+            self.commit_frame_page.remove(&db);
+            return Verdict::CommitWal;
         }
+        Verdict::Pass
     }
 
-    /// True when an owner other than the applier holds byte `at` of `ino`.
-    fn writer_holds(&self, ino: u64, at: u64) -> bool {
-        self.tables
-            .get(&ino)
-            .is_some_and(|t| t.others_hold(APPLIER, at, at))
+    /// The WAL of database `db` is emptied or removed.
+    fn wal_reset(&mut self, db: usize) -> Verdict {
+        self.commit_frame_page.remove(&db);
+        Verdict::WalReset
     }
-
-    /// True when `owner`, a writer (the applier never commits), holds the WAL write lock.
-    fn holds_wal_write(&self, ino: u64, owner: u64) -> bool {
-        owner != APPLIER
-            && kind(ino) == Some(FileKind::Shm)
-            && self
-                .tables
-                .get(&ino)
-                .is_some_and(|t| t.held(owner, WAL_WRITE_LOCK) == Some(LockKind::Write))
-    }
-}
-
-fn kind(ino: u64) -> Option<FileKind> {
-    names::from_inode(ino).map(|(_, kind)| kind)
-}
-
-fn shm(db: usize) -> u64 {
-    names::inode(db, FileKind::Shm)
 }
 
 #[cfg(test)]

@@ -13,18 +13,16 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::busy_poll::BusyPoll;
 use super::capture::{Capture, CaptureError, CaptureOptions};
-use super::detector::{Detector, Op, Refusal, Verdict};
+use super::detector::{Detector, Op, Refusal, Verdict, WAL_FRAME_HEADER_LEN};
 use super::gate::{self, CommitGate, Committed};
-use super::lock_wait::LockWaiters;
-use super::locks::{Holder, LockKind};
+use super::locks::MountLocks;
 use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
-use super::parked::{ParkedLock, APPLIER};
 use super::trace::TraceRecorder;
 use crate::log::Log;
 use crate::metrics::Metrics;
@@ -67,20 +65,22 @@ pub(super) struct Shared {
     pub(super) options: MountOptions,
     pub(super) log: Arc<Log>,
     pub(super) databases: RwLock<Databases>,
-    /// Commit detection, with the lock tables of every file.
+    /// Commit detection.
     pub(super) detector: Mutex<Detector>,
     /// The operation trace, with `LTXD_TRACE_OPS` (see [`super::trace`]).
     trace: Option<Mutex<TraceRecorder>>,
-    pub(super) lock_changes: LockWaiters,
     pub(super) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// The daemon's own descriptors on the mount, through which the applier and the handoff's
+    /// drain take SQLite's locks.
+    pub(super) mount_locks: MountLocks,
+    /// Databases a replica's applier is creating: not shown until their first file is in.
+    pub(super) hidden: Mutex<std::collections::HashSet<usize>>,
     /// True while the node is primary: databases may be written.
     pub(super) writable: std::sync::atomic::AtomicBool,
     /// The node's role as replication keeps it, for `.primary` and `.lag`.
     pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
     /// What a commit waits for before the application sees it (synchronous replication).
     pub(super) commit_gate: std::sync::OnceLock<Arc<dyn CommitGate>>,
-    /// Lock requests waiting for the applier; see [`super::parked`].
-    pub(super) parked: Mutex<Vec<ParkedLock>>,
     /// True once the kernel opens the root without a request: it then caches the root's
     /// listing, which must be invalidated when it changes without a request (see
     /// [`Shared::listing_changed`]).
@@ -165,12 +165,12 @@ impl LtxdFs {
             databases: RwLock::new(Databases::default()),
             detector: Mutex::new(Detector::default()),
             trace: TraceRecorder::from_env().map(Mutex::new),
-            lock_changes: LockWaiters::new(),
             notifier: std::sync::OnceLock::new(),
+            mount_locks: MountLocks::default(),
+            hidden: Mutex::new(std::collections::HashSet::new()),
             node_view: std::sync::OnceLock::new(),
             commit_gate: std::sync::OnceLock::new(),
             writable: std::sync::atomic::AtomicBool::new(writable),
-            parked: Mutex::new(Vec::new()),
             listing_cached: std::sync::atomic::AtomicBool::new(false),
         };
         let fs = LtxdFs {
@@ -200,9 +200,8 @@ impl Shared {
             return Ok(index);
         }
         let log = self.log.database(name)?;
-        let dir = log.dir().to_path_buf();
         let counters = self.options.metrics.database(name);
-        let capture = Capture::open(name, &dir, log, self.options.capture, counters)?;
+        let capture = Capture::open(name, log, self.options.capture, counters)?;
         dbs.names.push(name.to_string());
         dbs.captures.push(Arc::new(capture));
         Ok(dbs.names.len() - 1)
@@ -226,22 +225,17 @@ impl Shared {
 
     pub(super) fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
         let capture = self.capture(db)?;
-        Some(capture.dir().join(kind.backing_name()?))
+        Some(capture.layout().file(kind.backing_file()?))
     }
 
     pub(super) fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
         self.detector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks the detector what `op` means (see [`super::detector`]). For an [`Op::Unlock`] or
-    /// [`Op::Close`], act on the verdict and then call [`Shared::release`].
+    /// Asks the detector what `op` means (see [`super::detector`]).
     pub(super) fn decide(&self, op: &Op) -> Verdict {
-        self.decide_in(&mut self.detector(), op)
-    }
-
-    fn decide_in(&self, detector: &mut Detector, op: &Op) -> Verdict {
         let writable = self.is_writable();
-        let verdict = detector.decide(op, writable);
+        let verdict = self.detector().decide(op, writable);
         if let Some(trace) = &self.trace {
             trace
                 .lock()
@@ -251,18 +245,18 @@ impl Shared {
         verdict
     }
 
-    /// Does what the detector's verdict on an operation of file `ino` asks before the operation
-    /// is performed: captures a commit, forgets the WAL's read position, or refuses. A captured
-    /// commit waits for the commit gate on this thread before this returns.
+    /// Does what the detector's verdict on an operation of file `ino` asks: captures a commit
+    /// (a rollback-journal commit before the operation is performed, a WAL commit after it),
+    /// forgets the WAL's read position, or refuses. A captured commit waits for the commit gate
+    /// on this thread before this returns.
     pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
-        let committed = self.act_deferred(ino, verdict)?;
+        let committed = self.capture_or_refuse(ino, verdict)?;
         gate::wait(self.commit_gate.get(), committed);
         Ok(())
     }
 
-    /// [`Shared::act`] without the wait for the commit gate: the commit it captured, if any,
-    /// must be answered through [`gate::answer_after`].
-    pub(super) fn act_deferred(
+    /// [`Shared::act`] up to the commit gate: returns the commit captured, if any.
+    fn capture_or_refuse(
         &self,
         ino: Option<u64>,
         verdict: Verdict,
@@ -270,10 +264,10 @@ impl Shared {
         let commit = match verdict {
             Verdict::Pass => return Ok(None),
             Verdict::Refuse(refusal) => {
-                if refusal == Refusal::ExclusiveWal {
+                if refusal == Refusal::NoJournal {
                     tracing::error!(
                         ino,
-                        "WAL write without the WAL write lock: EXCLUSIVE locking mode in WAL is not supported, because it hides transaction boundaries"
+                        "database write without a journal or a WAL: journal modes MEMORY and OFF are not supported, because they show no commit point"
                     );
                 }
                 return Err(Errno::from_i32(refusal.errno()));
@@ -297,23 +291,6 @@ impl Shared {
         }))
     }
 
-    /// Releases the locks of an [`Op::Unlock`] or [`Op::Close`] whose verdict was acted on, and
-    /// wakes blocked lock requests.
-    pub(super) fn release(&self, op: &Op) {
-        self.release_in(&mut self.detector(), op);
-        self.lock_changes.notify();
-    }
-
-    fn release_in(&self, detector: &mut Detector, op: &Op) {
-        detector.release(op);
-        if let Some(trace) = &self.trace {
-            trace
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_release(op);
-        }
-    }
-
     /// Drops the kernel's cached listing of the root, if it keeps one: called when the listing
     /// changes without a request through the kernel (a replicated database, a role change).
     pub(super) fn listing_changed(&self) {
@@ -327,63 +304,17 @@ impl Shared {
         }
     }
 
+    /// True while a replica's applier creates database `db`: the mount does not show it yet.
+    pub(super) fn is_hidden(&self, db: usize) -> bool {
+        self.hidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&db)
+    }
+
     /// True while databases may be written (the node is primary).
     pub(super) fn is_writable(&self) -> bool {
         self.writable.load(Ordering::SeqCst)
-    }
-
-    /// Grants a lock request at once, parks it until the applier releases the locks that block
-    /// it, or refuses it.
-    pub(super) fn lock_or_park(&self, request: ParkedLock) {
-        let answer = {
-            let mut detector = self.detector();
-            match self.decide_in(&mut detector, &request.op()) {
-                Verdict::Refuse(Refusal::Conflict { only_applier: true }) => {
-                    let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-                    parked.push(request);
-                    return;
-                }
-                verdict => verdict,
-            }
-        };
-        match answer {
-            Verdict::Refuse(refusal) => request.reply.error(Errno::from_i32(refusal.errno())),
-            _ => request.reply.ok(),
-        }
-    }
-
-    /// Releases the applier's locks on `ino` and answers the requests parked behind them, in
-    /// the order they came, before the applier can lock again.
-    pub(super) fn release_applier_locks(&self, ino: u64) {
-        let answers: Vec<_> = {
-            let mut detector = self.detector();
-            let close = Op::Close {
-                ino,
-                owner: APPLIER,
-            };
-            self.decide_in(&mut detector, &close);
-            self.release_in(&mut detector, &close);
-            let waiting: Vec<ParkedLock> = {
-                let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-                let (waiting, others) = parked.drain(..).partition(|p| p.ino == ino);
-                *parked = others;
-                waiting
-            };
-            waiting
-                .into_iter()
-                .map(|request| {
-                    let answer = self.decide_in(&mut detector, &request.op());
-                    (request.reply, answer)
-                })
-                .collect()
-        };
-        for (reply, answer) in answers {
-            match answer {
-                Verdict::Refuse(refusal) => reply.error(Errno::from_i32(refusal.errno())),
-                _ => reply.ok(),
-            }
-        }
-        self.lock_changes.notify();
     }
 }
 
@@ -446,7 +377,10 @@ impl LtxdFs {
                 }
                 let path = self.shared.backing_path(db, kind).ok_or(Errno::ENOENT)?;
                 let meta = std::fs::metadata(&path).map_err(|e| errno(&e))?;
-                if kind == FileKind::Database && meta.len() == 0 && !self.shared.is_writable() {
+                if kind == FileKind::Database
+                    && !self.shared.is_writable()
+                    && (meta.len() == 0 || self.shared.is_hidden(db))
+                {
                     return Err(Errno::ENOENT);
                 }
                 Ok(self.attr(ino, FileType::RegularFile, self.file_perm(), Some(&meta), 0))
@@ -505,20 +439,10 @@ impl LtxdFs {
         self.shared.act(op.ino(), self.shared.decide(&op))
     }
 
-    /// Asks the detector about an unlock or close, acts on the verdict (a WAL commit is
-    /// captured while the writer still holds its lock), then releases the locks, and answers
-    /// through `reply` once a captured commit has passed the commit gate. The wait happens off
-    /// this thread, after the lock is let go, so the next writer commits meanwhile and
-    /// commits in flight share the replicas' acknowledgements.
-    fn release(&self, op: Op, reply: ReplyEmpty) {
-        let result = self.shared.act_deferred(op.ino(), self.shared.decide(&op));
-        self.shared.release(&op);
-        match result {
-            Ok(committed) => {
-                gate::answer_after(self.shared.commit_gate.get(), committed, || reply.ok())
-            }
-            Err(e) => reply.error(e),
-        }
+    /// True when the request comes from a thread of the daemon itself (the applier or the
+    /// handoff's drain opening a database to take SQLite's locks).
+    fn from_daemon(req: &Request) -> bool {
+        Path::new(&format!("/proc/self/task/{}", req.pid())).exists()
     }
 
     fn open_backing(
@@ -556,6 +480,14 @@ fn open_flags(kind: FileKind) -> FopenFlags {
     }
 }
 
+/// True when a WAL write is the header of a commit frame: 24 bytes after the WAL header whose
+/// database size (bytes 4 to 7) is set. SQLite writes a frame's header and its page apart.
+fn is_commit_frame_header(offset: u64, data: &[u8]) -> bool {
+    offset > WAL_FRAME_HEADER_LEN
+        && data.len() as u64 == WAL_FRAME_HEADER_LEN
+        && data[4..8] != [0; 4]
+}
+
 /// True when the kernel may cache that the file at `ino` does not exist: the journal and the WAL
 /// of a database the mount has. SQLite looks for both at every transaction, and they are only
 /// ever created through the kernel (the mount's `create`), which replaces the cached absence; the
@@ -580,9 +512,8 @@ fn daemon_gid() -> u32 {
 
 impl Filesystem for LtxdFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        config
-            .add_capabilities(InitFlags::FUSE_POSIX_LOCKS)
-            .map_err(|_| std::io::Error::other("the kernel does not forward POSIX locks"))?;
+        // FUSE_POSIX_LOCKS is not asked for: the kernel keeps SQLite's locks itself, so that a
+        // read transaction makes no request (see `detector.rs` for the commit points).
         self.zero_message_opendir = config
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
@@ -690,7 +621,7 @@ impl Filesystem for LtxdFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.note_request();
         let result = (|| -> Result<(u64, FopenFlags), Errno> {
             if ino.0 == PRIMARY_INO
@@ -705,7 +636,12 @@ impl Filesystem for LtxdFs {
             }
             let (db, kind) = names::from_inode(ino.0).ok_or(Errno::ENOENT)?;
             let write = Self::wants_write(flags);
-            self.detect(Op::Open { kind, write })?;
+            let daemon = write && !self.shared.is_writable() && Self::from_daemon(req);
+            self.detect(Op::Open {
+                kind,
+                write,
+                daemon,
+            })?;
             let file = self.open_backing(db, kind, write, false)?;
             let fh = self.new_handle(Handle {
                 file: Some(Arc::new(file)),
@@ -722,7 +658,7 @@ impl Filesystem for LtxdFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -741,7 +677,12 @@ impl Filesystem for LtxdFs {
             if kind == FileKind::Pos {
                 return Err(Errno::EACCES);
             }
-            self.detect(Op::Open { kind, write: true })?;
+            let daemon = !self.shared.is_writable() && Self::from_daemon(req);
+            self.detect(Op::Open {
+                kind,
+                write: true,
+                daemon,
+            })?;
             let db = match self.shared.database_index(&db_name) {
                 Some(db) => db,
                 None if kind == FileKind::Database => {
@@ -823,14 +764,38 @@ impl Filesystem for LtxdFs {
         self.note_request();
         let result = (|| -> Result<(), Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
-            self.detect(Op::Write {
-                ino: names::inode(db, kind),
+            let ino = names::inode(db, kind);
+            let flag = match kind {
+                FileKind::Wal => is_commit_frame_header(offset, data),
+                FileKind::Database => self
+                    .shared
+                    .backing_path(db, FileKind::Wal)
+                    .is_some_and(|wal| wal.exists()),
+                _ => false,
+            };
+            let verdict = self.shared.decide(&Op::Write {
+                ino,
                 offset,
                 len: data.len() as u64,
                 zeroes: data.iter().all(|&b| b == 0),
-            })?;
+                flag,
+            });
+            if verdict != Verdict::CommitWal {
+                self.shared.act(Some(ino), verdict)?;
+            }
             let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+            if verdict == Verdict::CommitWal {
+                // The page completes the commit frame: the log gets the commit before SQLite
+                // learns that the write succeeded and publishes the frame in the WAL index.
+                if let Err(e) = self.shared.act(Some(ino), verdict) {
+                    // The log does not have the commit: its frame must not count as committed
+                    // if SQLite ever recovers the WAL.
+                    let header = offset - WAL_FRAME_HEADER_LEN;
+                    let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
+                    return Err(e);
+                }
+            }
             let counters = capture.counters();
             match kind {
                 FileKind::Database => {
@@ -855,23 +820,17 @@ impl Filesystem for LtxdFs {
         }
     }
 
+    /// Locks are the kernel's, so a close means nothing to the mount: `ENOSYS` tells the kernel
+    /// to stop sending `FLUSH` (it still writes back dirty pages of a mapped file first).
     fn flush(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         _fh: FileHandle,
-        lock_owner: LockOwner,
+        _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.note_request();
-        // As in `setlk`: captured before the write lock is let go.
-        self.release(
-            Op::Close {
-                ino: ino.0,
-                owner: lock_owner.0,
-            },
-            reply,
-        );
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -1008,131 +967,6 @@ impl Filesystem for LtxdFs {
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.bsize,
             ),
             Err(e) => reply.error(errno(&e)),
-        }
-    }
-
-    fn getlk(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        lock_owner: LockOwner,
-        start: u64,
-        end: u64,
-        typ: i32,
-        _pid: u32,
-        reply: ReplyLock,
-    ) {
-        self.note_request();
-        let kind = if typ == libc::F_WRLCK {
-            LockKind::Write
-        } else {
-            LockKind::Read
-        };
-        let conflict = self
-            .shared
-            .detector()
-            .test(ino.0, lock_owner.0, start, end, kind);
-        match conflict {
-            Some(c) => {
-                let typ = if c.kind == LockKind::Write {
-                    libc::F_WRLCK
-                } else {
-                    libc::F_RDLCK
-                };
-                reply.locked(c.start, c.end, typ, c.pid);
-            }
-            None => reply.locked(start, end, libc::F_UNLCK, 0),
-        }
-    }
-
-    fn setlk(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        lock_owner: LockOwner,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-        sleep: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.note_request();
-        let owner = lock_owner.0;
-        if typ == libc::F_UNLCK {
-            // The commit is captured while the writer still holds the WAL write lock, so that
-            // nothing (a checkpoint, a handoff's drain) comes between it and the log.
-            return self.release(
-                Op::Unlock {
-                    ino: ino.0,
-                    owner,
-                    start,
-                    end,
-                },
-                reply,
-            );
-        }
-        let kind = if typ == libc::F_WRLCK {
-            LockKind::Write
-        } else {
-            LockKind::Read
-        };
-        let holder = Holder { owner, pid };
-        if !self.shared.is_writable() && !sleep {
-            return self.shared.lock_or_park(ParkedLock {
-                ino: ino.0,
-                holder,
-                start,
-                end,
-                kind,
-                reply,
-            });
-        }
-        let request = Op::Lock {
-            ino: ino.0,
-            holder,
-            start,
-            end,
-            kind,
-        };
-        let verdict = self.shared.decide(&request);
-        if verdict == Verdict::CommitJournal {
-            // Granted: EXCLUSIVE down to SHARED after writing without a journal.
-            return match self.shared.act(Some(ino.0), verdict) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            };
-        }
-        if verdict == Verdict::Pass {
-            return reply.ok();
-        }
-        if !sleep {
-            return reply.error(Errno::EAGAIN);
-        }
-        // F_SETLKW waits on a thread of its own: the request that lets it in (an unlock, a
-        // close) must still be served, however few threads serve the mount.
-        let shared = Arc::clone(&self.shared);
-        let waiting = std::thread::Builder::new()
-            .name("lock-wait".into())
-            .spawn(move || {
-                let granted =
-                    shared.lock_changes.wait_for(Duration::from_secs(30), || {
-                        match shared.decide(&request) {
-                            verdict @ (Verdict::Pass | Verdict::CommitJournal) => Ok(verdict),
-                            _ => Err(()),
-                        }
-                    });
-                match granted.map(|verdict| shared.act(request.ino(), verdict)) {
-                    Ok(Ok(())) => reply.ok(),
-                    Ok(Err(e)) => reply.error(e),
-                    Err(()) => reply.error(Errno::EAGAIN),
-                }
-            });
-        if let Err(err) = waiting {
-            // The request's reply went with the closure, which answers EIO when dropped.
-            tracing::warn!(%err, "cannot wait for a lock: refused");
         }
     }
 }

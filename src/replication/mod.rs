@@ -15,6 +15,7 @@ mod handoff;
 mod log_view;
 mod node;
 mod service;
+mod spool;
 mod stream_driver;
 pub mod sync;
 
