@@ -9,9 +9,9 @@ For each `replication.sync` mode, three candidates on the Consul stand-in (loopb
 first becomes primary, the other two follow it. On the primary's mount, `--writers` processes
 (1, then 8), then `--threads` threads of one process (8), each with its own connection, commit
 single-row INSERTs into one WAL database; every commit's latency (the `execute` of an autocommit
-INSERT) is recorded, and the run's tx/s. Threads of one process share SQLite's lock on `-shm`
-(a mutex held across the fcntl), so while one commit's unlock waits for the replicas, the
-others wait too: that row shows the cost. A
+INSERT) is recorded, and the run's tx/s. A commit waits for the replicas in the write of its
+commit frame, holding SQLite's write lock, so writers to one database take turns; the rows with
+several writers show what that costs. A
 plain directory on the same file system is the baseline, with the same workload, in the same
 run. With three candidates, `quorum` (two of three, the primary included) needs one replica,
 like `one`; `all` needs both.
