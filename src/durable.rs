@@ -1,8 +1,14 @@
-//! The one path for durable writes: write a temporary file beside the target, fsync it, rename
-//! it over the target, and fsync the directory. Crash tests target this module.
+//! Every durable operation: the one module that calls fsync, fdatasync, rename, unlink and
+//! directory syncs for the files of a data directory. Where the files are is
+//! [`crate::layout`]'s business; how a change to them survives a power loss is this module's.
 //!
-//! A reader of the target sees either the old file or the complete new one, never a mix, and
-//! once [`write_atomically`] returns the new file survives a crash.
+//! The rules it follows (POSIX promises no more):
+//! - a file's data and size are durable only after an fsync or fdatasync of the file;
+//! - a name created, renamed or removed in a directory is durable only after an fsync of the
+//!   directory;
+//! - a file replaced with [`write_atomically`] is written beside the target, synced, renamed over
+//!   it, and the directory synced, so a reader (or a restart) sees the old file or the complete
+//!   new one, never a mix.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -59,9 +65,52 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Fsyncs a file that was written in place.
+/// Fsyncs a file that was written in place: its data and all of its metadata.
 pub fn sync_file(file: &File) -> io::Result<()> {
     file.sync_all()
+}
+
+/// Fdatasyncs a file that was written in place: its data, and its size when it changed.
+pub fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Creates `path`, which must not exist, opened for reading and writing, and makes the empty
+/// file and its directory entry durable.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.sync_all()?;
+    sync_dir(&parent_dir(path))?;
+    Ok(file)
+}
+
+/// Cuts `file` to `len` bytes, durably.
+pub fn truncate(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
+    file.sync_data()
+}
+
+/// Removes each of `paths` that exists, then fsyncs each directory that lost an entry, once.
+pub fn remove_files<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> io::Result<()> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        match fs::remove_file(path) {
+            Ok(()) => {
+                let dir = parent_dir(path);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    dirs.iter().try_for_each(|dir| sync_dir(dir))
 }
 
 /// Creates a directory and its parents, fsyncing each parent that gained an entry.
@@ -102,6 +151,26 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(fs::read(&target).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_files_skips_absent_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        remove_files([&a, &b]).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn create_new_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new");
+        create_new(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        let err = create_new(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 
     #[test]

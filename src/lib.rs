@@ -7,6 +7,7 @@ pub mod backup;
 pub mod config;
 pub mod database;
 pub mod durable;
+pub mod layout;
 pub mod log;
 pub mod ltx;
 pub mod metrics;

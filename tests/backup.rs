@@ -11,25 +11,10 @@ mod moto;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{ltxd, Node};
 use moto::Moto;
 
 const DB: &str = "app.db";
-
-/// Runs `ltxd` with `args`; stdout, or a panic with stderr.
-fn ltxd(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ltxd"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ltxd {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Waits up to `timeout` for `done`, printing `logs()` if it never is.
 fn wait_for(
@@ -369,7 +354,20 @@ fn an_empty_replica_starts_from_the_bucket_then_follows() {
     let at = head(&primary);
     wait_until_backed_up(&moto, prefix, &[&primary], at);
     let port = common::free_port();
-    let replica = Node::configured(
+    let replica = replica_with_backup(&moto, prefix, &primary, port);
+    write_rows(&primary, 20, 5);
+    wait_for_the_primary_s_rows(&primary, &replica);
+    let log = replica.daemon_log();
+    assert!(log.contains("restored from the backup"), "{log}");
+    assert!(
+        !log.contains("snapshot applied"),
+        "the primary sent a snapshot:\n{log}"
+    );
+}
+
+/// A static replica of `primary` on `port`, with the same backup configured.
+fn replica_with_backup(moto: &Moto, prefix: &str, primary: &Node, port: u16) -> Node {
+    Node::configured(
         &format!("127.0.0.1:{port}"),
         "",
         &primary.advertise_url,
@@ -379,8 +377,11 @@ fn an_empty_replica_starts_from_the_bucket_then_follows() {
         ),
         &moto.backup_config(prefix),
         None,
-    );
-    write_rows(&primary, 20, 5);
+    )
+}
+
+/// Waits until `replica` holds as many rows of `t` as `primary`, with the same highest id.
+fn wait_for_the_primary_s_rows(primary: &Node, replica: &Node) {
     let want = primary.sqlite(DB, "SELECT count(*), max(id) FROM t;");
     wait_for(
         Duration::from_secs(20),
@@ -393,12 +394,6 @@ fn an_empty_replica_starts_from_the_bucket_then_follows() {
                 .as_ref()
                 == Some(&want)
         },
-    );
-    let log = replica.daemon_log();
-    assert!(log.contains("restored from the backup"), "{log}");
-    assert!(
-        !log.contains("snapshot applied"),
-        "the primary sent a snapshot:\n{log}"
     );
 }
 
@@ -411,32 +406,10 @@ fn a_killed_primary_and_a_failover_leave_one_chain() {
     let mut primary = primary_with_backup(&moto, prefix);
     let port = common::free_port();
     let own_url = format!("http://127.0.0.1:{port}");
-    let mut replica = Node::configured(
-        &format!("127.0.0.1:{port}"),
-        "",
-        &primary.advertise_url,
-        &format!(
-            "  type: static\n  hostname: primary-host\n  advertise-url: {}\n  reconnect-delay: 50ms\n  candidate: false\n",
-            primary.advertise_url
-        ),
-        &moto.backup_config(prefix),
-        None,
-    );
+    let mut replica = replica_with_backup(&moto, prefix, &primary, port);
     create_table(&primary);
     write_rows(&primary, 0, 30);
-    let want = primary.sqlite(DB, "SELECT count(*), max(id) FROM t;");
-    wait_for(
-        Duration::from_secs(20),
-        "the replica has the primary's rows",
-        || format!("{}\n-----\n{}", primary.daemon_log(), replica.daemon_log()),
-        || {
-            replica
-                .sqlite_result(DB, "SELECT count(*), max(id) FROM t;")
-                .ok()
-                .as_ref()
-                == Some(&want)
-        },
-    );
+    wait_for_the_primary_s_rows(&primary, &replica);
     // SIGKILL while the last second's records are still being uploaded.
     primary.kill();
     // Fail over by hand (a static lease): the replica becomes the primary.

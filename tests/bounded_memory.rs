@@ -1,11 +1,11 @@
 //! The decoder streams: `ltxd ltx verify` reads a large file from a pipe with a peak memory that
 //! does not grow with the file. Set `LTXD_LONG=1` to stream 10 GiB instead of the default size.
-//! And a primary's memory stays bounded while replicas subscribe and never read.
+//! And a primary's memory stays bounded while replicas subscribe and never read, and on both
+//! sides while a new replica bootstraps a large database.
 
 mod common;
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,11 @@ const PAGE: usize = 4096;
 
 /// Streams a snapshot of `pages` pages in `format` into `ltxd ltx verify`, and returns the
 /// verifier's peak resident set in KiB.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait4, which reports its peak memory"
-)]
-fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
+///
+/// The peak is `VmHWM`, sampled every 2 ms until the verifier exits, not the `ru_maxrss` that
+/// `wait4` reports: Linux counts in the latter the peak of the memory the child was spawned
+/// from, which is this test process, whose other tests run at the same time.
+fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> u64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
         .args([
             "ltx",
@@ -32,6 +32,7 @@ fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let sampler = PeakSampler::start(child.id());
     let stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().unwrap());
     let page_size = PageSize::new(PAGE as u32).unwrap();
     let mut header = Header::new(page_size, pages, TxId(1), TxId(1));
@@ -46,15 +47,58 @@ fn peak_rss_kib_verifying(format: Format, flags: u32, pages: u32) -> i64 {
     let (mut stdin, _) = encoder.finish_snapshot().unwrap();
     stdin.flush().unwrap();
     drop(stdin);
-
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, writing into locals of the right types.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let status = std::process::ExitStatus::from_raw(status);
+    let status = child.wait().unwrap();
     assert!(status.success(), "verify failed: {status}");
-    usage.ru_maxrss
+    sampler.stop()
+}
+
+/// Samples a process's `VmHWM` until it exits, once it runs `ltxd` (before its exec the child
+/// shares this process's memory).
+struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakSampler {
+    fn start(pid: u32) -> PeakSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                let is_ltxd = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "ltxd");
+                if is_ltxd {
+                    if let Some(hwm) = status_field(pid, "VmHWM:") {
+                        peak = peak.max(hwm);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    /// Stops sampling (after the process exited) and returns the highest `VmHWM` seen, in KiB.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let peak = self.thread.join().unwrap();
+        assert!(peak > 0, "the verifier's memory was never sampled");
+        peak
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB, or `None` once the process is gone or a zombie.
+fn status_field(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -187,3 +231,112 @@ fn unread_subscriptions_keep_the_primary_memory_bounded() {
 const SUBSCRIBER_RSS_BOUND_KIB: u64 = 128 * 1024;
 /// How much more resident memory than before they came the primary may keep once they are gone.
 const RSS_LEFT_BEHIND_KIB: u64 = 16 * 1024;
+
+/// The bound on each side's peak resident memory while a new replica bootstraps a large
+/// database (the issue's goal: 64 MB).
+const BOOTSTRAP_RSS_BOUND_KIB: u64 = 64_000_000 / 1024;
+
+/// Makes a SQLite database of about `mib` MiB at `path` with the sqlite3 CLI: one table of
+/// 4000-byte random blobs, a page each.
+fn make_database(path: &std::path::Path, mib: u64) {
+    let rows = mib * 256;
+    let sql = format!(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+         CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+         INSERT INTO t (x) SELECT randomblob(4000) FROM n;"
+    );
+    let status = Command::new("sqlite3")
+        .arg(path)
+        .arg(sql)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A new replica bootstraps a 256 MiB database (`LTXD_LONG=1`: 2 GiB) from its primary over
+/// HTTP, and neither process's peak resident memory (VmHWM) passes
+/// [`BOOTSTRAP_RSS_BOUND_KIB`]: the primary sends its snapshot from disk, and the replica
+/// spools it to disk and applies it from there. The replica's log then restores the database
+/// byte for byte.
+#[test]
+fn a_new_replica_bootstraps_a_large_database_in_bounded_memory() {
+    let mib = if std::env::var_os("LTXD_LONG").is_some() {
+        2048
+    } else {
+        256
+    };
+    let db = "big.db";
+    let mut primary = common::Node::primary();
+    primary.stop();
+    // The database enters the primary's log offline, as one snapshot record, so that setting
+    // it up does not count in the daemon's peak memory.
+    let seed = primary.root.path().join("seed.db");
+    let seed_ltx = primary.root.path().join("seed.ltx");
+    make_database(&seed, mib);
+    primary.ltxd(&[
+        "ltx",
+        "encode-db",
+        "-o",
+        seed_ltx.to_str().unwrap(),
+        seed.to_str().unwrap(),
+    ]);
+    primary.ltxd(&[
+        "log",
+        "import",
+        "--data-dir",
+        primary.data.to_str().unwrap(),
+        "--db",
+        db,
+        seed_ltx.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&seed).unwrap();
+    std::fs::remove_file(&seed_ltx).unwrap();
+    primary.start();
+    // Commits after the snapshot record make the primary compact a new snapshot for the
+    // replica.
+    for i in 0..3 {
+        primary.sqlite(
+            db,
+            &format!("INSERT INTO t (x) VALUES (randomblob({i} + 100));"),
+        );
+    }
+
+    let replica = common::Node::replica_of(&primary);
+    let want = common::pos(&primary, db);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while common::pos(&replica, db) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up:\n{}",
+            replica.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, primary_peak, _) = memory_of(primary.pid().unwrap());
+    let (_, replica_peak, _) = memory_of(replica.pid().unwrap());
+    eprintln!(
+        "{mib} MiB database: peak RSS primary {primary_peak} KiB, replica {replica_peak} KiB"
+    );
+    let count = "SELECT count(*), sum(length(x)) FROM t;";
+    assert_eq!(replica.sqlite(db, count), primary.sqlite(db, count));
+    assert!(
+        primary_peak <= BOOTSTRAP_RSS_BOUND_KIB,
+        "primary peak RSS {primary_peak} KiB"
+    );
+    assert!(
+        replica_peak <= BOOTSTRAP_RSS_BOUND_KIB,
+        "replica peak RSS {replica_peak} KiB"
+    );
+    let mut replica = replica;
+    replica.stop();
+    replica.check_log_matches_database(db);
+    assert_eq!(
+        std::fs::read_dir(replica.data.join("spool"))
+            .unwrap()
+            .count(),
+        0,
+        "spool files left behind"
+    );
+}

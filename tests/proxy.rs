@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::leases::Consul;
 use common::{free_port, Node};
 
 const DB: &str = "app.db";
@@ -369,53 +370,15 @@ fn a_dead_application_gives_502_and_a_dead_primary_503() {
     replica.node.stop();
 }
 
-/// The Consul stand-in, in process, for a lease that `ltxd promote` can move.
-struct Consul {
-    runtime: tokio::runtime::Runtime,
-    standin: Option<ltxd_consul_standin::Standin>,
-}
-
-impl Consul {
-    fn start() -> Consul {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let options = ltxd_consul_standin::Options {
-            min_ttl: Duration::from_secs(1),
-            ttl_multiplier: 1,
-            ..ltxd_consul_standin::Options::default()
-        };
-        let standin = runtime
-            .block_on(ltxd_consul_standin::Standin::start(
-                "127.0.0.1:0".parse().unwrap(),
-                options,
-            ))
-            .unwrap();
-        Consul {
-            runtime,
-            standin: Some(standin),
-        }
-    }
-
-    /// A candidate named `hostname` on this lease.
-    fn member(&self, hostname: &str) -> Site {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let lease = format!(
-            "  type: consul\n  hostname: {hostname}\n  advertise-url: {url}\n  reconnect-delay: 50ms\n  candidate: true\n  consul:\n    url: {}\n    key: ltxd/proxy\n    ttl: 2s\n    lock-delay: 100ms\n",
-            self.standin.as_ref().unwrap().url()
-        );
-        Site::with_lease(port, &url, &lease, Extra::default())
-    }
-}
-
-impl Drop for Consul {
-    fn drop(&mut self) {
-        let _guard = self.runtime.enter();
-        self.standin.take();
-    }
+/// A candidate named `hostname` on `consul`'s lease.
+fn member(consul: &Consul, hostname: &str) -> Site {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let lease = format!(
+        "  type: consul\n  hostname: {hostname}\n  advertise-url: {url}\n  reconnect-delay: 50ms\n  candidate: true\n  consul:\n    url: {}\n    key: ltxd/proxy\n    ttl: 2s\n    lock-delay: 100ms\n",
+        consul.url()
+    );
+    Site::with_lease(port, &url, &lease, Extra::default())
 }
 
 /// Waits up to 20 s for `done`.
@@ -430,9 +393,9 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_write_during_promote_lands_once_on_the_new_primary() {
     let consul = Consul::start();
-    let old = consul.member("node-a");
+    let old = member(&consul, "node-a");
     wait_until("node-a is primary", || old.node.is_primary());
-    let new = consul.member("node-b");
+    let new = member(&consul, "node-b");
     let first = new.post("ready");
     assert_eq!(first.status, 201, "{first:?}");
     let cookie = first.cookie().unwrap();

@@ -9,26 +9,9 @@ mod common;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Node, Transport};
-
-/// Waits until `done` holds, failing with `what` and both daemons' logs after `timeout`.
-fn wait_until(timeout: Duration, what: &str, nodes: &[&Node], mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(|n| n.daemon_log()).collect();
-            panic!("timed out waiting until {what}\n{}", logs.join("\n-----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The `<db>-pos` file of a node's mount.
-fn pos(node: &Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
-}
+use common::{pos, wait_until, Node, Transport};
 
 /// Waits until the replica's position in `db` equals the primary's.
 fn wait_caught_up(primary: &Node, replica: &Node, db: &str) {

@@ -13,7 +13,7 @@ mod wan;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Node;
+use common::{pos, Node};
 use wan::{Profile, Side, Wan};
 
 const TOKEN: &str = "wan-test-token";
@@ -47,10 +47,6 @@ fn node_in(wan: &Arc<Wan>, side: Side, advertise_url: &str, candidate: bool, ext
         extra,
         Some(launcher),
     )
-}
-
-fn pos(node: &Node, db: &str) -> String {
-    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
 }
 
 fn replicate_across(profile: Profile, quic: bool) {

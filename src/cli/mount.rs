@@ -16,6 +16,7 @@ use ltxd::log::{Log, Policy};
 use ltxd::metrics::Metrics;
 use ltxd::mount::{CaptureOptions, LtxdFs, MountOptions, Mounted};
 use ltxd::node::{ClusterIdFile, EpochFile, NodeDriver, NodeParts};
+use ltxd::replication::sync::SyncGate;
 use ltxd::replication::{Handoffs, LogService, NodeState, SchemeConnector};
 use ltxd_lease::Leaser;
 use ltxd_lease_static::StaticLeaser;
@@ -127,6 +128,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     super::logging::init(&config.log);
     tracing::info!(config = %path.display(), "configuration loaded");
+    // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
+    // from outside must not leave a primary that holds the lease but takes no writes. The
+    // signals are caught from here on, so one that arrives while the log is opened or the
+    // databases are recovered is acted on at the role wait, never by the default action.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     super::mount_flags::warn_unacted(&config, &args.litefs);
     let data_dir = PathBuf::from(&config.data.dir);
     let mount_dir = PathBuf::from(&config.fuse.dir);
@@ -163,12 +172,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     };
     let backup = super::backup::start(&config, &runtime, &log, &node, &metrics)?;
     let mut fs = LtxdFs::new(options, Arc::clone(&log)).context("recover the databases")?;
-    // Shutdown waits for SIGINT or SIGTERM, or for the mount to end without them: an unmount
-    // from outside must not leave a primary that holds the lease but takes no writes.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
     let session_ended = Arc::new(AtomicBool::new(false));
     {
         let (ended, handle) = (Arc::clone(&session_ended), signals.handle());
@@ -179,6 +182,19 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let applier = fs.applier();
     fs.set_node_view(Arc::clone(&node) as Arc<dyn ltxd::mount::NodeView>);
+    let sync = SyncGate::new(
+        config.replication.sync,
+        config.replication.sync_timeout,
+        Some(metrics.registry()),
+    );
+    if sync.offers_acks() {
+        tracing::info!(
+            mode = config.replication.sync.as_str(),
+            timeout = ?config.replication.sync_timeout,
+            "synchronous replication: commits wait for replicas' acknowledgements"
+        );
+        fs.set_commit_gate(Arc::clone(&sync) as Arc<dyn ltxd::mount::CommitGate>);
+    }
 
     let connector: Arc<dyn ltxd_protocol::Connector> = Arc::new(SchemeConnector::new(
         Arc::new(http_connector(&config)?),
@@ -242,7 +258,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             metrics,
             runtime.handle().clone(),
         )
-        .with_max_subscriptions(config.http.max_subscriptions),
+        .with_max_subscriptions(config.http.max_subscriptions)
+        .with_sync(sync),
     );
     let security = http_security(&config)?;
     let listener = runtime

@@ -148,6 +148,17 @@ fn node_view(url: &str, info: &NodeInfo, rates: Option<&BTreeMap<String, f64>>) 
             proxy.addr, proxy.forwarded, proxy.waited, proxy.timed_out
         ));
     }
+    if let Some(sync) = &info.sync {
+        let state = if sync.degraded {
+            "DEGRADED (asynchronous)"
+        } else {
+            "synchronous"
+        };
+        out.push_str(&format!(
+            "sync:      {} {state}, {} replicas acknowledging, ack wait {}us, degraded {}ms in all\n",
+            sync.mode, sync.replicas, sync.ack_wait_us, sync.degraded_ms
+        ));
+    }
     let backs_up = info.databases.values().any(|db| db.backup_txid.is_some());
     let mut header = vec!["DATABASE", "TXID", "CHECKSUM", "LAG"];
     if rates.is_some() {

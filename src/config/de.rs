@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::duration::GoDuration;
-use super::{BackupType, ExecConfig};
+use super::{BackupType, ExecConfig, SyncMode};
 
 /// Any field whose default is `T::default()`: null means the default.
 pub(super) fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -78,6 +78,52 @@ null_keeps_default_duration! {
     quic_keep_alive = dflt::QUIC_KEEP_ALIVE;
     quic_idle_timeout = dflt::QUIC_IDLE_TIMEOUT;
     backup_retention = dflt::BACKUP_RETENTION;
+    sync_timeout = dflt::SYNC_TIMEOUT;
+}
+
+/// `replication.sync`: `off`, `one`, `quorum` or `all`. A YAML 1.1 reader takes a bare `off` for
+/// false, so false means `off` too; null keeps the default (`off`).
+pub(super) fn sync_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SyncMode, D::Error> {
+    struct ModeVisitor;
+
+    impl<'a> Visitor<'a> for ModeVisitor {
+        type Value = SyncMode;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("one of off, one, quorum, all")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<SyncMode, E> {
+            match v {
+                "off" => Ok(SyncMode::Off),
+                "one" => Ok(SyncMode::One),
+                "quorum" => Ok(SyncMode::Quorum),
+                "all" => Ok(SyncMode::All),
+                other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+            }
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<SyncMode, E> {
+            match v {
+                false => Ok(SyncMode::Off),
+                true => Err(E::invalid_value(de::Unexpected::Bool(v), &self)),
+            }
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<SyncMode, E> {
+            Ok(SyncMode::Off)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<SyncMode, E> {
+            Ok(SyncMode::Off)
+        }
+
+        fn visit_some<D: Deserializer<'a>>(self, d: D) -> Result<SyncMode, D::Error> {
+            d.deserialize_any(ModeVisitor)
+        }
+    }
+
+    deserializer.deserialize_option(ModeVisitor)
 }
 
 /// `exec`: a single command string, or a list of `{cmd, if-candidate}` entries. Null means no

@@ -14,6 +14,9 @@ pub const RETENTION: Duration = Duration::from_secs(10 * 60);
 pub const RETENTION_MONITOR_INTERVAL: Duration = Duration::from_secs(60);
 /// `backup.retention`: point-in-time history kept in the bucket (an ltxd extension).
 pub const BACKUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `replication.sync-timeout`: how long a commit waits for replicas' acknowledgements (an
+/// ltxd extension).
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// `fuse.dir`: the FUSE mount point.
 pub const FUSE_DIR: &str = "/litefs";
 /// `http.addr`: the replication API's listen address.

@@ -24,6 +24,7 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "proxy",
             "lease",
             "backup",
+            "replication",
             "log",
             "tracing",
         ],
@@ -133,6 +134,7 @@ pub(super) const SCHEMA: &[(&str, &[&str])] = &[
             "auth-token",
         ],
     ),
+    ("replication", &["sync", "sync-timeout"]),
     ("log", &["format", "timestamp", "debug"]),
     (
         "tracing",

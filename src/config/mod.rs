@@ -87,6 +87,9 @@ pub struct Config {
     /// Backups (LiteFS Cloud or a directory). Accepted, not yet acted on.
     #[serde(default, deserialize_with = "de::or_default")]
     pub backup: BackupConfig,
+    /// Synchronous replication (an ltxd extension).
+    #[serde(default, deserialize_with = "de::or_default")]
+    pub replication: ReplicationConfig,
     /// Process log output.
     #[serde(default, deserialize_with = "de::or_default")]
     pub log: LogConfig,
@@ -660,6 +663,55 @@ pub struct BackupConfig {
     pub auth_token: String,
 }
 
+/// `replication.sync`: how many replicas must hold a commit in their own log before the
+/// application sees it succeed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SyncMode {
+    /// Asynchronous replication, as in LiteFS: a commit returns once it is in the local log.
+    #[default]
+    Off,
+    /// At least one candidate replica.
+    One,
+    /// A majority of the candidates, the primary included (at least one replica).
+    Quorum,
+    /// Every candidate replica connected (at least one).
+    All,
+}
+
+impl SyncMode {
+    /// The value as the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Off => "off",
+            SyncMode::One => "one",
+            SyncMode::Quorum => "quorum",
+            SyncMode::All => "all",
+        }
+    }
+}
+
+/// `replication`: synchronous replication (an ltxd extension; see `docs/replication.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReplicationConfig {
+    /// `off` (default), `one`, `quorum` or `all`.
+    #[serde(deserialize_with = "de::sync_mode")]
+    pub sync: SyncMode,
+    /// How long a commit waits for acknowledgements before the primary stops waiting and
+    /// replicates asynchronously (degraded) until a replica has caught up again.
+    #[serde(deserialize_with = "de::sync_timeout")]
+    pub sync_timeout: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Off,
+            sync_timeout: defaults::SYNC_TIMEOUT,
+        }
+    }
+}
+
 /// `log.format`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -822,6 +874,7 @@ impl Config {
             proxy: ProxyConfig::default(),
             lease: LeaseConfig::new(lease_type),
             backup: BackupConfig::default(),
+            replication: ReplicationConfig::default(),
             log: LogConfig::default(),
             tracing: TracingConfig::default(),
         }

@@ -395,3 +395,31 @@ fn s3_backup_keys() {
     let err = parse_err("lease:\n  type: static\nbackup:\n  type: s3\n  buckets: b\n");
     assert_eq!((err.key(), err.line()), (Some("backup.buckets"), Some(5)));
 }
+
+#[test]
+fn replication_sync_keys() {
+    let config = parse(STATIC).unwrap();
+    assert_eq!(config.replication.sync, SyncMode::Off);
+    assert_eq!(config.replication.sync_timeout, Duration::from_secs(2));
+    for (value, mode) in [
+        ("off", SyncMode::Off),
+        ("\"off\"", SyncMode::Off),
+        ("one", SyncMode::One),
+        ("quorum", SyncMode::Quorum),
+        ("all", SyncMode::All),
+        ("", SyncMode::Off),
+    ] {
+        let text = format!("lease:\n  type: static\nreplication:\n  sync: {value}\n");
+        assert_eq!(parse(&text).unwrap().replication.sync, mode, "{value}");
+    }
+    let config =
+        parse("lease:\n  type: static\nreplication:\n  sync: one\n  sync-timeout: 250ms\n")
+            .unwrap();
+    assert_eq!(config.replication.sync_timeout, Duration::from_millis(250));
+    let err = parse_err("lease:\n  type: static\nreplication:\n  sync: two\n");
+    assert_eq!((err.key(), err.line()), (Some("replication.sync"), Some(4)));
+    let (key, line, _) =
+        invalid("lease:\n  type: static\nreplication:\n  sync: all\n  sync-timeout: 0s\n");
+    assert_eq!((key.as_str(), line), ("replication.sync-timeout", Some(5)));
+    assert!(parse("lease:\n  type: static\nreplication:\n  sync-timeout: 0s\n").is_ok());
+}

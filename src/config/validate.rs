@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{BackupType, Config, LeaseType};
+use super::{BackupType, Config, LeaseType, SyncMode};
 
 /// A failed check: the key at fault and what is wrong.
 pub(super) type Failure = (String, String);
@@ -60,6 +60,12 @@ impl Config {
         }
         if self.backup.kind.is_some() && self.backup.retention.is_zero() {
             return fail("backup.retention", "must be more than zero");
+        }
+        if self.replication.sync != SyncMode::Off && self.replication.sync_timeout.is_zero() {
+            return fail(
+                "replication.sync-timeout",
+                "must be more than zero when replication.sync is on",
+            );
         }
         Ok(())
     }

@@ -4,7 +4,8 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
 
-use crate::ltx::{detect_format, Decoder, Format, LtxError};
+use super::DatabaseError;
+use crate::ltx::{detect_format, Decoder, Format, Header, LtxError, PageSize, Verified};
 
 /// An LTX file to read: a file of its own, or a byte range of a known format inside another
 /// file. Each [`LtxSource::open`] starts a fresh decoder.
@@ -64,5 +65,61 @@ impl LtxSource {
         };
         file.seek(SeekFrom::Start(offset))?;
         Decoder::new(BufReader::with_capacity(128 * 1024, file.take(len)), format)
+    }
+}
+
+/// An LTX file that was verified in full: the page writer's input.
+#[derive(Clone, Debug)]
+pub struct VerifiedLtx {
+    source: LtxSource,
+    verified: Verified,
+    page_size: PageSize,
+    len: u64,
+}
+
+impl VerifiedLtx {
+    /// Decodes and checks all of `source`.
+    pub fn verify(source: LtxSource) -> Result<VerifiedLtx, DatabaseError> {
+        let verified = source
+            .open()
+            .and_then(|d| d.verify())
+            .and_then(|v| Ok((v.header.page_size()?, v)))
+            .map_err(DatabaseError::ltx(source.label()));
+        let (page_size, verified) = verified?;
+        let len = match source.range {
+            Some((_, len, _)) => len,
+            None => std::fs::metadata(&source.path)?.len(),
+        };
+        Ok(VerifiedLtx {
+            source,
+            verified,
+            page_size,
+            len,
+        })
+    }
+
+    /// Where the file is.
+    pub fn source(&self) -> &LtxSource {
+        &self.source
+    }
+
+    /// Its format, header, trailer and page count.
+    pub fn verified(&self) -> &Verified {
+        &self.verified
+    }
+
+    /// Its header.
+    pub fn header(&self) -> &Header {
+        &self.verified.header
+    }
+
+    /// Its length in bytes.
+    pub fn byte_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Its page size.
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
     }
 }

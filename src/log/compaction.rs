@@ -1,7 +1,7 @@
 //! Compaction: merging old records of sealed segments into time windows, and taking snapshots.
 
 use super::retention::age;
-use super::segment::{copy_record, scan, segment_file_name, write_record, Record, Tail};
+use super::segment::{copy_record, scan, write_record, Record, Tail};
 use super::{DatabaseLog, LogError, Policy};
 use crate::database::{compact_sources, DatabaseError};
 use crate::durable;
@@ -58,7 +58,7 @@ impl DatabaseLog {
     /// Rewrites sealed segment `id` with each group of records merged into one, replacing the
     /// file atomically, and returns how many records it now holds.
     fn rewrite_segment(&self, id: TxId, groups: &[Vec<Record>]) -> Result<usize, LogError> {
-        let path = self.dir().join("segments").join(segment_file_name(id));
+        let path = self.layout().segment(id);
         durable::write_file_atomically(&path, |file| -> Result<(), LogError> {
             for group in groups {
                 match group.as_slice() {
@@ -66,7 +66,7 @@ impl DatabaseLog {
                     _ => {
                         let format = group[0].format;
                         let sources: Vec<_> = group.iter().map(|r| self.source(r)).collect();
-                        let scratch = self.dir().join("segments");
+                        let scratch = self.layout().segments_dir();
                         write_record(file, format, |w| {
                             compact_sources(&sources, w, format, 0, &scratch)
                                 .map(|_| ())
@@ -110,13 +110,13 @@ impl DatabaseLog {
             return Ok(None);
         };
         let max = last.max_txid;
-        let path = self.dir().join("snapshots").join(segment_file_name(max));
+        let path = self.layout().snapshot(max);
         let format = last.format;
         let sources: Vec<_> = std::iter::once(&base)
             .chain(&after)
             .map(|r| self.source(r))
             .collect();
-        let scratch = self.dir().join("snapshots");
+        let scratch = self.layout().snapshots_dir();
         durable::write_file_atomically(&path, |file| {
             write_record(file, format, |w| {
                 compact_sources(&sources, w, format, 0, &scratch)

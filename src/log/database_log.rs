@@ -11,8 +11,9 @@ use tokio::sync::watch;
 
 use super::index::{Index, Kind};
 use super::recovery::recover;
-use super::segment::{encode_record_header, segment_file_name, ActiveSegment, Record};
+use super::segment::{encode_record_header, ActiveSegment, Record};
 use super::LogError;
+use crate::layout::{DatabaseLayout, LogFileKind};
 use crate::ltx::{detect_format, Decoder, Format, Header, Pos, TxId, Verified};
 
 /// Segments roll over once they reach this size.
@@ -45,7 +46,7 @@ impl State {
 /// One database's log.
 pub struct DatabaseLog {
     name: String,
-    dir: PathBuf,
+    layout: DatabaseLayout,
     index: Arc<Index>,
     state: Mutex<State>,
     head: watch::Sender<Pos>,
@@ -75,20 +76,16 @@ pub struct LogRecord {
 }
 
 impl DatabaseLog {
-    /// Opens (creating if needed) the log of database `name` under `dir`.
+    /// Opens (creating if needed) the log of database `name` in the directory of `layout`.
     pub(super) fn open(
         name: &str,
-        dir: PathBuf,
+        layout: DatabaseLayout,
         index: Arc<Index>,
         changes: Arc<watch::Sender<u64>>,
     ) -> Result<DatabaseLog, LogError> {
-        crate::durable::create_dir_all(&dir.join("segments"))?;
-        crate::durable::create_dir_all(&dir.join("snapshots"))?;
-        let recovered = recover(
-            &dir.join("segments"),
-            &dir.join("snapshots"),
-            index.load(name),
-        )?;
+        crate::durable::create_dir_all(&layout.segments_dir())?;
+        crate::durable::create_dir_all(&layout.snapshots_dir())?;
+        let recovered = recover(&layout, index.load(name))?;
         if recovered.index_stale {
             tracing::info!(
                 db = name,
@@ -98,11 +95,7 @@ impl DatabaseLog {
             index.replace(name, &recovered.records, &recovered.snapshots)?;
         }
         let active = match recovered.segments.iter().next_back() {
-            Some((&id, &len)) => Some(ActiveSegment::open(
-                dir.join("segments").join(segment_file_name(id)),
-                id,
-                len,
-            )?),
+            Some((&id, &len)) => Some(ActiveSegment::open(layout.segment(id), id, len)?),
             None => None,
         };
         let state = State {
@@ -115,7 +108,7 @@ impl DatabaseLog {
         let (head, _) = watch::channel(state.head());
         Ok(DatabaseLog {
             name: name.to_string(),
-            dir,
+            layout,
             index,
             state: Mutex::new(state),
             head,
@@ -132,7 +125,12 @@ impl DatabaseLog {
 
     /// The database's directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.layout.dir()
+    }
+
+    /// The layout of the database's directory.
+    pub fn layout(&self) -> &DatabaseLayout {
+        &self.layout
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
@@ -179,7 +177,7 @@ impl DatabaseLog {
         };
         if !same_ends {
             return Err(LogError::Corrupt {
-                path: self.dir.join("segments").join(segment_file_name(id)),
+                path: self.layout.segment(id),
                 reason: "a rewritten segment does not cover the records it replaced".into(),
             });
         }
@@ -231,11 +229,11 @@ impl DatabaseLog {
     /// The path of a record's file: its segment, or its snapshot file.
     pub fn record_path(&self, record: &Record) -> PathBuf {
         let kind = if self.state().snapshots.contains(record) {
-            "snapshots"
+            LogFileKind::Snapshot
         } else {
-            "segments"
+            LogFileKind::Segment
         };
-        self.dir.join(kind).join(segment_file_name(record.segment))
+        self.layout.log_file(kind, record.segment)
     }
 
     /// Where a record's LTX bytes can be read.
@@ -248,9 +246,15 @@ impl DatabaseLog {
         )
     }
 
-    /// Replaces the whole log with one snapshot, as a replica does when the primary sends it one.
-    /// A crash in between leaves an empty log, and the replica then asks for a snapshot again.
-    pub fn reset_to_snapshot(&self, format: Format, ltx: &[u8]) -> Result<Record, LogError> {
+    /// Replaces the whole log with one snapshot of `len` bytes read from `ltx`, as a replica does
+    /// when the primary sends it one. A crash in between leaves an empty log, and the replica then
+    /// asks for a snapshot again.
+    pub fn reset_to_snapshot(
+        &self,
+        format: Format,
+        len: u64,
+        ltx: impl Read,
+    ) -> Result<Record, LogError> {
         {
             let mut state = self.state();
             let (records, snapshots) = (
@@ -259,23 +263,23 @@ impl DatabaseLog {
             );
             state.active = None;
             let segments = std::mem::take(&mut state.segments);
-            for id in segments.keys() {
-                std::fs::remove_file(self.dir.join("segments").join(segment_file_name(*id)))?;
-            }
-            for snapshot in &snapshots {
-                std::fs::remove_file(
-                    self.dir
-                        .join("snapshots")
-                        .join(segment_file_name(snapshot.segment)),
-                )?;
-            }
-            crate::durable::sync_dir(&self.dir.join("segments"))?;
-            crate::durable::sync_dir(&self.dir.join("snapshots"))?;
+            self.remove_log_files(segments.keys().copied(), &snapshots)?;
             self.update_index(Kind::Record, &[], &records);
             self.update_index(Kind::Snapshot, &[], &snapshots);
         }
         self.publish_head(Pos::ZERO);
-        self.append_stream(format, ltx.len() as u64, ltx)
+        self.append_stream(format, len, ltx)
+    }
+
+    /// Removes segments and snapshot files, durably: retention and a reset to a snapshot.
+    pub(super) fn remove_log_files(
+        &self,
+        segments: impl IntoIterator<Item = TxId>,
+        snapshots: &[Record],
+    ) -> Result<(), LogError> {
+        let segments = segments.into_iter().map(|id| self.layout.segment(id));
+        let snapshots = snapshots.iter().map(|s| self.layout.snapshot(s.segment));
+        Ok(crate::durable::remove_files(segments.chain(snapshots))?)
     }
 
     /// Appends one LTX file held in memory. See [`DatabaseLog::append_stream`].
@@ -422,7 +426,7 @@ impl DatabaseLog {
         let active = match state.active.take() {
             Some(active) => active,
             None => {
-                let created = ActiveSegment::create(&self.dir.join("segments"), min)?;
+                let created = ActiveSegment::create(self.layout.segment(min), min)?;
                 state.segments.insert(min, 0);
                 created
             }
@@ -489,11 +493,7 @@ impl DatabaseLog {
         let Some(record) = record_starting_after(&state.records, pos.txid) else {
             return Ok(None);
         };
-        let path = self
-            .dir
-            .join("segments")
-            .join(segment_file_name(record.segment));
-        let mut file = File::open(path)?;
+        let mut file = File::open(self.layout.segment(record.segment))?;
         file.seek(SeekFrom::Start(record.data_offset()))?;
         Ok(Some(LogRecord {
             record: record.clone(),

@@ -2,13 +2,8 @@
 //! snapshot files. The LTX data on disk is the truth; the sled index is a cache of where records
 //! live, checked on open and rebuilt from the segments when missing or stale.
 //!
-//! Layout of a data directory:
-//!
-//! ```text
-//! <data-dir>/index/                         sled index (a cache; deletable)
-//! <data-dir>/dbs/<name>/segments/<min>.seg  records of TXIDs from <min> on
-//! <data-dir>/dbs/<name>/snapshots/<max>.seg one snapshot record (TXID 1 to <max>)
-//! ```
+//! Where the files live is [`crate::layout`]'s; every fsync, rename and unlink goes through
+//! [`crate::durable`].
 
 mod compaction;
 mod database_log;
@@ -36,11 +31,12 @@ pub use retention::{Maintained, Retained};
 pub use segment::{Record, RECORD_HEADER_LEN};
 pub use verify::Verification;
 
+use crate::layout::Layout;
 use index::Index;
 
 /// The logs of every database in one data directory.
 pub struct Log {
-    dir: PathBuf,
+    layout: Layout,
     _lock: std::fs::File,
     index: Arc<Index>,
     databases: Mutex<HashMap<String, Arc<DatabaseLog>>>,
@@ -53,19 +49,22 @@ impl Log {
     ///
     /// One process at a time may open a data directory: a second gets [`LogError::InUse`].
     pub fn open(data_dir: &Path) -> Result<Log, LogError> {
-        crate::durable::create_dir_all(&data_dir.join("dbs"))?;
-        let lock = std::fs::File::create(data_dir.join("ltxd.lock"))?;
+        let layout = Layout::new(data_dir);
+        crate::durable::create_dir_all(&layout.databases_dir())?;
+        let lock = std::fs::File::create(layout.lock_file())?;
         lock.try_lock()
             .map_err(|_| LogError::InUse(data_dir.to_path_buf()))?;
-        let index = Arc::new(Index::open(&data_dir.join("index"))?);
+        let index = Arc::new(Index::open(&layout.index_dir())?);
+        let databases_dir = layout.databases_dir();
         let log = Log {
-            dir: data_dir.to_path_buf(),
+            layout,
             _lock: lock,
             index,
             databases: Mutex::new(HashMap::new()),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
-        for entry in std::fs::read_dir(data_dir.join("dbs"))? {
+        clear_spool(&log.layout.spool_dir())?;
+        for entry in std::fs::read_dir(databases_dir)? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
                 if let Some(name) = entry.file_name().to_str() {
@@ -78,7 +77,18 @@ impl Log {
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.layout.root()
+    }
+
+    /// The data directory's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Where a replica spools the LTX files it receives before applying them. Opening the log
+    /// empties it: only the process holding the data directory's lock writes there.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.layout.spool_dir()
     }
 
     /// The log of database `name`, opened (and created) on first use.
@@ -92,7 +102,7 @@ impl Log {
         let _enter = span.enter();
         let db = Arc::new(DatabaseLog::open(
             name,
-            self.dir.join("dbs").join(name),
+            self.layout.database(name),
             Arc::clone(&self.index),
             Arc::clone(&self.changes),
         )?);
@@ -104,7 +114,8 @@ impl Log {
 
     /// The log of an existing database.
     pub fn existing(&self, name: &str) -> Result<Arc<DatabaseLog>, LogError> {
-        if !self.dir.join("dbs").join(name).is_dir() {
+        validate_name(name)?;
+        if !self.layout.database(name).dir().is_dir() {
             return Err(LogError::NoDatabase(name.to_string()));
         }
         self.database(name)
@@ -142,4 +153,15 @@ fn validate_name(name: &str) -> Result<(), LogError> {
     } else {
         Err(LogError::BadName(name.to_string()))
     }
+}
+
+/// Removes what a previous process left in the spool directory, creating it if needed. Spooled
+/// files are never durable state: a replica fetches a file again after a crash.
+fn clear_spool(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    crate::durable::create_dir_all(dir)
 }

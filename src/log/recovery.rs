@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::index::IndexedDatabase;
-use super::segment::{
-    parse_segment_file_name, record_matches, scan, valid_record_after, Record, Tail,
-};
+use super::segment::{record_matches, scan, valid_record_after, Record, Tail};
 use super::LogError;
+use crate::durable;
+use crate::layout::{parse_log_file_name, DatabaseLayout};
 use crate::ltx::TxId;
 
 /// The segments of one database as found on disk.
@@ -30,17 +30,19 @@ fn segment_files(dir: &Path) -> Result<BTreeMap<TxId, u64>, LogError> {
     if !dir.exists() {
         return Ok(found);
     }
+    let mut unfinished = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with(".ltxd-") && name.ends_with(".tmp") {
             tracing::info!(file = %entry.path().display(), "removing an unfinished temporary file");
-            fs::remove_file(entry.path())?;
-        } else if let Some(id) = parse_segment_file_name(&name) {
+            unfinished.push(entry.path());
+        } else if let Some(id) = parse_log_file_name(&name) {
             found.insert(id, entry.metadata()?.len());
         }
     }
+    durable::remove_files(unfinished)?;
     Ok(found)
 }
 
@@ -48,14 +50,13 @@ fn segment_files(dir: &Path) -> Result<BTreeMap<TxId, u64>, LogError> {
 /// index missed scanned and verified; otherwise from a full scan. Only the last segment may end
 /// in preallocated zeros or in a torn record, which is cut off.
 fn segment_records(
-    dir: &Path,
+    path: PathBuf,
     id: TxId,
     file_len: u64,
     indexed: Vec<Record>,
     is_last: bool,
     stale: &mut bool,
 ) -> Result<(Vec<Record>, u64), LogError> {
-    let path = dir.join(super::segment::segment_file_name(id));
     let index_fits = !indexed.is_empty()
         && indexed[0].offset == 0
         && indexed.windows(2).all(|w| w[0].end() == w[1].offset)
@@ -112,16 +113,15 @@ fn all_match(path: &Path, records: &[Record]) -> Result<bool, LogError> {
     Ok(true)
 }
 
-/// Reconciles the segments in `segments_dir` and the snapshots in `snapshots_dir` with what
-/// the index says.
+/// Reconciles the segments and the snapshots of the database at `layout` with what the index
+/// says.
 pub(super) fn recover(
-    segments_dir: &Path,
-    snapshots_dir: &Path,
+    layout: &DatabaseLayout,
     indexed: Option<IndexedDatabase>,
 ) -> Result<Recovered, LogError> {
     let mut stale = indexed.is_none();
     let indexed = indexed.unwrap_or_default();
-    let files = segment_files(segments_dir)?;
+    let files = segment_files(&layout.segments_dir())?;
     let last_id = files.keys().next_back().copied();
     let mut records: Vec<Record> = Vec::new();
     let mut segments = BTreeMap::new();
@@ -132,21 +132,21 @@ pub(super) fn recover(
             .filter(|r| r.segment == id)
             .cloned()
             .collect();
+        let path = layout.segment(id);
         let (found, valid_len) = segment_records(
-            segments_dir,
+            path.clone(),
             id,
             len,
             from_index,
             Some(id) == last_id,
             &mut stale,
         )?;
-        let path = segments_dir.join(super::segment::segment_file_name(id));
         let chain_max = records.last().map(|r| r.max_txid);
         if let (Some(max), Some(last)) = (chain_max, found.last()) {
             if last.max_txid <= max {
                 // An interrupted compaction merged this segment into an earlier one.
                 tracing::info!(path = %path.display(), "removing a segment superseded by a compaction");
-                fs::remove_file(&path)?;
+                durable::remove_files([&path])?;
                 stale = true;
                 continue;
             }
@@ -171,7 +171,7 @@ pub(super) fn recover(
         records.extend(found);
         segments.insert(id, valid_len);
     }
-    let snapshot_files = segment_files(snapshots_dir)?;
+    let snapshot_files = segment_files(&layout.snapshots_dir())?;
     let mut snapshots = Vec::new();
     for (&id, &len) in &snapshot_files {
         let from_index: Vec<Record> = indexed
@@ -180,8 +180,8 @@ pub(super) fn recover(
             .filter(|r| r.segment == id)
             .cloned()
             .collect();
-        let (found, _) = segment_records(snapshots_dir, id, len, from_index, false, &mut stale)?;
-        let path = snapshots_dir.join(super::segment::segment_file_name(id));
+        let path = layout.snapshot(id);
+        let (found, _) = segment_records(path.clone(), id, len, from_index, false, &mut stale)?;
         match found.as_slice() {
             [one] if one.is_snapshot() && one.max_txid == id => snapshots.push(one.clone()),
             _ => {

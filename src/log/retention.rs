@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use super::index::Kind;
-use super::segment::{segment_file_name, Record};
+use super::segment::Record;
 use super::{DatabaseLog, LogError, Policy};
-use crate::durable;
 use crate::ltx::TxId;
 
 /// What one retention pass removed.
@@ -131,18 +130,7 @@ impl DatabaseLog {
             state.snapshots.retain(|s| !dead_snapshots.contains(s));
             (dead_segments, dead_records, dead_snapshots)
         };
-        for id in &dead_segments {
-            std::fs::remove_file(self.dir().join("segments").join(segment_file_name(*id)))?;
-        }
-        for snapshot in &dead_snapshots {
-            std::fs::remove_file(
-                self.dir()
-                    .join("snapshots")
-                    .join(segment_file_name(snapshot.segment)),
-            )?;
-        }
-        durable::sync_dir(&self.dir().join("segments"))?;
-        durable::sync_dir(&self.dir().join("snapshots"))?;
+        self.remove_log_files(dead_segments.iter().copied(), &dead_snapshots)?;
         self.update_index(Kind::Record, &[], &dead_records);
         self.update_index(Kind::Snapshot, &[], &dead_snapshots);
         report.segments_deleted = dead_segments.len();

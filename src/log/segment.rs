@@ -15,6 +15,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::durable;
 use crate::ltx::{Checksum, Decoder, Format, Header, TxId, Verified};
 
 /// The size of a record header.
@@ -284,17 +285,6 @@ fn scan_one(path: &Path, segment: TxId, at: u64) -> io::Result<Scan> {
     Ok(scanned)
 }
 
-/// The file name of the segment whose first TXID is `min`.
-pub fn segment_file_name(min: TxId) -> String {
-    format!("{min}.seg")
-}
-
-/// Parses a segment file name back into its first TXID.
-pub fn parse_segment_file_name(name: &str) -> Option<TxId> {
-    let hex = name.strip_suffix(".seg")?;
-    hex.parse().ok()
-}
-
 /// The open segment that appends go to. Dropping it cuts its preallocated zeros (without a
 /// sync: either length reads back the same records).
 pub struct ActiveSegment {
@@ -315,8 +305,7 @@ impl ActiveSegment {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let mut allocated = file.metadata()?.len();
         if allocated != valid_len && !is_zero(&file, valid_len, allocated)? {
-            file.set_len(valid_len)?;
-            file.sync_data()?;
+            durable::truncate(&file, valid_len)?;
             allocated = valid_len;
         }
         Ok(ActiveSegment {
@@ -328,16 +317,10 @@ impl ActiveSegment {
         })
     }
 
-    /// Creates a new, empty segment and makes its directory entry durable.
-    pub fn create(dir: &Path, id: TxId) -> io::Result<ActiveSegment> {
-        let path = dir.join(segment_file_name(id));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        file.sync_all()?;
-        crate::durable::sync_dir(dir)?;
+    /// Creates the new, empty segment `path` named by `id`, and makes its directory entry
+    /// durable.
+    pub fn create(path: PathBuf, id: TxId) -> io::Result<ActiveSegment> {
+        let file = durable::create_new(&path)?;
         Ok(ActiveSegment {
             id,
             opened: std::time::Instant::now(),
@@ -375,7 +358,7 @@ impl ActiveSegment {
 
     /// Makes everything written durable (fdatasync: the data and the file size).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        durable::sync_data(&self.file)
     }
 
     /// Cuts the preallocated zeros and makes the segment durable: it is complete, and appends go

@@ -1,6 +1,6 @@
 //! Checking a database's log in full: every record of every segment and snapshot, and the chain.
 
-use super::segment::{scan, segment_file_name, Record, Tail};
+use super::segment::{scan, Record, Tail};
 use super::DatabaseLog;
 
 /// The result of verifying a log.
@@ -31,7 +31,7 @@ impl DatabaseLog {
         let mut prev: Option<Record> = None;
         let last = segments.last().map(|&(id, _)| id);
         for (id, len) in segments {
-            let path = self.dir().join("segments").join(segment_file_name(id));
+            let path = self.layout().segment(id);
             let tail = if Some(id) == last {
                 Tail::Preallocated
             } else {
@@ -68,10 +68,7 @@ impl DatabaseLog {
             }
         }
         for snapshot in snapshots {
-            let path = self
-                .dir()
-                .join("snapshots")
-                .join(segment_file_name(snapshot.segment));
+            let path = self.layout().snapshot(snapshot.segment);
             let scanned = scan(&path, snapshot.segment, 0, Tail::Exact)?;
             match (scanned.stop, scanned.records.as_slice()) {
                 (None, [one]) if one.post_apply_checksum == snapshot.post_apply_checksum => {

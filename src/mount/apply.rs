@@ -10,6 +10,7 @@ use super::fs::Shared;
 use super::locks::Held;
 use super::names::{self, FileKind};
 use super::shm::{rewrite_header, ShmState, SHM_HEADER_LEN};
+use crate::database::VerifiedLtx;
 use crate::ltx::Pos;
 
 /// SQLite's PENDING byte in a database file.
@@ -93,7 +94,7 @@ impl Applier {
             else {
                 continue;
             };
-            let (kind, byte) = if in_wal_mode(&capture.dir().join("database")) {
+            let (kind, byte) = if in_wal_mode(&capture.layout().database_file()) {
                 (FileKind::Shm, WAL_WRITE)
             } else {
                 (FileKind::Database, RESERVED)
@@ -138,10 +139,16 @@ impl Applier {
             .collect()
     }
 
-    /// Applies one LTX file to database `name` (creating it), holding its SQLite locks so that
+    /// Where the follower spools received LTX files: `<data-dir>/spool`, emptied when the log
+    /// is opened.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.shared.log.spool_dir()
+    }
+
+    /// Applies one verified LTX file to database `name` (creating it), holding its SQLite locks so that
     /// readers see the database before or after the file, never in between; then rewrites the
     /// WAL index for WAL-mode readers and drops the kernel's cached copies of what changed.
-    pub fn apply(&self, name: &str, ltx: &[u8]) -> Result<Pos, ApplyError> {
+    pub fn apply(&self, name: &str, ltx: &VerifiedLtx) -> Result<Pos, ApplyError> {
         let db = self.shared.open_database(name)?;
         let capture = self
             .shared
@@ -151,7 +158,7 @@ impl Applier {
             names::inode(db, FileKind::Database),
             names::inode(db, FileKind::Shm),
         );
-        let db_path = capture.dir().join("database");
+        let db_path = capture.layout().database_file();
         // A database the replica does not have yet is not shown until its first file is in:
         // no reader can open it, so there are no locks to take.
         let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
@@ -230,15 +237,15 @@ impl Applier {
         capture: &super::capture::Capture,
         db_ino: u64,
         shm_ino: u64,
-        ltx: &'a [u8],
+        ltx: &'a VerifiedLtx,
     ) -> Result<Unlogged<'a>, ApplyError> {
         self.invalidate(shm_ino, 0, 0);
         let written = capture.write_replicated(ltx)?;
-        self.rewrite_wal_index(&capture.dir().join("shm"), &capture.dir().join("database"))?;
+        self.rewrite_wal_index(&capture.layout().shm(), &capture.layout().database_file())?;
         // Readers may hold the WAL open: empty it rather than remove it.
         if let Ok(wal) = std::fs::OpenOptions::new()
             .write(true)
-            .open(capture.dir().join("wal"))
+            .open(capture.layout().wal())
         {
             wal.set_len(0)?;
         }

@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
+use crate::database::{write_pages, Base, PageSums, VerifiedLtx};
+use crate::layout::DatabaseLayout;
 use crate::log::{DatabaseLog, EncodedLtx, LogError};
 use crate::ltx::{
     page_checksum, Checksum, DatabaseChecksum, Encoder, Format, Header, LtxError, PageNo, PageSize,
@@ -87,31 +89,23 @@ struct WalCursor {
 /// One database's commit capture.
 pub struct Capture {
     name: String,
-    dir: PathBuf,
     log: Arc<DatabaseLog>,
     options: CaptureOptions,
     counters: DatabaseCounters,
     state: Mutex<State>,
 }
 
-/// The files of a database under its directory.
-pub fn database_path(dir: &Path) -> PathBuf {
-    dir.join("database")
-}
-
 impl Capture {
-    /// Opens capture for database `name` stored in `dir`, reconciling its files with its log
-    /// first (see `recovery.rs`).
+    /// Opens capture for database `name`, whose files are in its log's directory, reconciling
+    /// them with the log first (see `recovery.rs`).
     pub fn open(
         name: &str,
-        dir: &Path,
         log: Arc<DatabaseLog>,
         options: CaptureOptions,
         counters: DatabaseCounters,
     ) -> Result<Capture, CaptureError> {
         let capture = Capture {
             name: name.to_string(),
-            dir: dir.to_path_buf(),
             log,
             options,
             counters,
@@ -125,8 +119,8 @@ impl Capture {
                 wal_file: None,
             }),
         };
-        super::recovery::reconcile(&capture)?;
-        capture.load_checksums()?;
+        let logical = super::recovery::reconcile(&capture)?;
+        capture.load_checksums(logical)?;
         Ok(capture)
     }
 
@@ -140,9 +134,9 @@ impl Capture {
         &self.counters
     }
 
-    /// The database's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the database's files are.
+    pub fn layout(&self) -> &DatabaseLayout {
+        self.log.layout()
     }
 
     /// The database's log.
@@ -159,10 +153,14 @@ impl Capture {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the page checksums of the database file, which recovery left at the log's head.
-    fn load_checksums(&self) -> Result<(), CaptureError> {
+    /// Takes the page checksums of the database file, which recovery left at the log's head:
+    /// `logical` when recovery read them, or read from the file.
+    fn load_checksums(&self, logical: Option<Logical>) -> Result<(), CaptureError> {
         let mut state = self.state();
-        let logical = read_database(&database_path(&self.dir))?;
+        let logical = match logical {
+            Some(logical) => logical,
+            None => read_database(&self.layout().database_file())?,
+        };
         let head = self.log.head();
         if head.txid != TxId::ZERO && logical.checksum.checksum() != head.post_apply_checksum {
             return Err(self.unrecoverable("the database does not match its log after recovery"));
@@ -214,7 +212,7 @@ impl Capture {
             Some(file) => file,
             None => state
                 .database_file
-                .insert(File::open(database_path(&self.dir))?),
+                .insert(File::open(self.layout().database_file())?),
         };
         let ps = u64::from(page_size.get());
         let commit = database_size(file, page_size)?;
@@ -266,7 +264,7 @@ impl Capture {
         };
         let wal = match &state.wal_file {
             Some(file) => file,
-            None => state.wal_file.insert(File::open(self.dir.join("wal"))?),
+            None => state.wal_file.insert(File::open(self.layout().wal())?),
         };
         let transactions = read_transactions(wal, &cursor.header, cursor.offset, cursor.checksum)?;
         let page_size = PageSize::new(cursor.header.page_size)
@@ -369,23 +367,24 @@ impl Capture {
 }
 
 impl Capture {
-    /// Writes a replicated LTX file into the database file: verifies it, checks that it
-    /// follows the database's position (a snapshot replaces the log first), writes its pages
-    /// and truncates the file to the commit size. The caller holds the database's SQLite locks,
-    /// so no reader sees a partial state. The file is not in the log yet unless it is a
-    /// snapshot: [`Capture::log_replicated`] appends it after the locks are released, so that
-    /// readers see it without waiting for the log's fsync. A crash in between leaves a database
-    /// ahead of its log, which recovery rebuilds from the log, and the replica fetches the file
-    /// again.
-    pub fn write_replicated<'a>(&self, ltx: &'a [u8]) -> Result<Unlogged<'a>, CaptureError> {
+    /// Writes a replicated, verified LTX file into the database file: checks that it follows
+    /// the database's position (a snapshot replaces the log first), and writes its pages and
+    /// size through the page writer ([`crate::database::write_pages`]). The caller holds the
+    /// database's SQLite locks, so no reader sees a partial state. The file is not in the log
+    /// yet unless it is a snapshot: [`Capture::log_replicated`] appends it after the locks are
+    /// released, so that readers see it without waiting for the log's fsync. A crash in between
+    /// leaves a database ahead of its log, which recovery rebuilds from the log, and the replica
+    /// fetches the file again.
+    pub fn write_replicated<'a>(&self, ltx: &'a VerifiedLtx) -> Result<Unlogged<'a>, CaptureError> {
         let mut state = self.state();
-        let format = crate::ltx::detect_format(&mut std::io::Cursor::new(ltx))?;
-        let verified = crate::ltx::Decoder::new(ltx, format)?.verify()?;
-        let header = &verified.header;
-        let page_size = header.page_size()?;
+        let header = ltx.header();
         let snapshot = header.is_snapshot();
         if snapshot {
-            self.log.reset_to_snapshot(format, ltx)?;
+            self.log.reset_to_snapshot(
+                ltx.verified().format,
+                ltx.byte_len(),
+                ltx.source().open_raw()?,
+            )?;
             state.pages.clear();
             state.checksum = DatabaseChecksum::new();
         } else {
@@ -400,32 +399,28 @@ impl Capture {
                 });
             }
         }
-        let db = open_rw(&database_path(&self.dir))?;
-        let ps = u64::from(page_size.get());
-        let mut decoder = crate::ltx::Decoder::new(ltx, format)?;
-        let mut page = vec![0u8; page_size.bytes()];
-        let mut written = Vec::new();
-        while let Some(frame) = decoder.next_page(&mut page)? {
-            db.write_all_at(&page, u64::from(frame.pgno.0 - 1) * ps)?;
-            written.push((frame.pgno.0, page_checksum(frame.pgno, &page)));
-        }
-        decoder.finish()?;
-        db.set_len(u64::from(header.commit) * ps)?;
-        let next = state.next(page_size, header.commit, &written);
-        if next.checksum.checksum() != verified.trailer.post_apply_checksum {
-            return Err(self.unrecoverable(
-                "the applied database does not match the file's post-apply checksum",
-            ));
-        }
-        state.install(page_size, header.commit, next);
+        let base = Base {
+            page_size: state.page_size,
+            pages: state.pages.len() as u32,
+            checksum: state.checksum.checksum(),
+        };
+        let db = open_rw(&self.layout().database_file())?;
+        let mut sums = StatePageSums {
+            sums: &mut state.pages,
+            written: Vec::new(),
+        };
+        let applied = write_pages(&db, base, ltx, &mut sums)?;
+        let written = sums.written;
+        state.pages.truncate(applied.pages as usize);
+        state.checksum = DatabaseChecksum::from_checksum(applied.pos.post_apply_checksum);
+        state.page_size = Some(ltx.page_size());
         Ok(Unlogged {
             ltx,
-            format,
             logged: snapshot,
-            pos: Pos::new(header.max_txid, verified.trailer.post_apply_checksum),
-            pages: written.iter().map(|&(pgno, _)| pgno).collect(),
-            page_size: ps,
-            len: u64::from(header.commit) * ps,
+            pos: applied.pos,
+            pages: written,
+            page_size: ltx.page_size().bytes() as u64,
+            len: u64::from(applied.pages) * ltx.page_size().bytes() as u64,
         })
     }
 
@@ -433,18 +428,46 @@ impl Capture {
     pub fn log_replicated(&self, file: Unlogged<'_>) -> Result<Pos, CaptureError> {
         if !file.logged {
             let _state = self.state();
-            self.log
-                .append_stream(file.format, file.ltx.len() as u64, file.ltx)?;
+            self.log.append_stream(
+                file.ltx.verified().format,
+                file.ltx.byte_len(),
+                file.ltx.source().open_raw()?,
+            )?;
         }
         Ok(file.pos)
+    }
+}
+
+/// The capture's page checksums, as the page writer reads and updates them, and the pages it
+/// wrote.
+struct StatePageSums<'a> {
+    sums: &'a mut Vec<Checksum>,
+    written: Vec<u32>,
+}
+
+impl PageSums for StatePageSums<'_> {
+    fn before(&mut self, _: &File, pgno: PageNo, _: &mut [u8]) -> std::io::Result<Checksum> {
+        Ok(self
+            .sums
+            .get(pgno.0 as usize - 1)
+            .copied()
+            .unwrap_or(Checksum::ZERO))
+    }
+
+    fn after(&mut self, pgno: PageNo, sum: Checksum) {
+        self.written.push(pgno.0);
+        let index = pgno.0 as usize - 1;
+        if self.sums.len() <= index {
+            self.sums.resize(index + 1, Checksum::ZERO);
+        }
+        self.sums[index] = sum;
     }
 }
 
 /// A replicated file in the database file, and perhaps not yet in the log.
 #[must_use = "the file must be appended to the log with Capture::log_replicated"]
 pub struct Unlogged<'a> {
-    ltx: &'a [u8],
-    format: crate::ltx::Format,
+    ltx: &'a VerifiedLtx,
     logged: bool,
     pos: Pos,
     /// The pages written, by number.

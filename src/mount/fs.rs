@@ -20,6 +20,7 @@ use fuser::{
 use super::busy_poll::BusyPoll;
 use super::capture::{Capture, CaptureError, CaptureOptions};
 use super::detector::{Detector, Op, Refusal, Verdict, WAL_FRAME_HEADER_LEN};
+use super::gate::{self, CommitGate, Committed};
 use super::locks::MountLocks;
 use super::names::{self, FileKind, Name, LAG_INO, PRIMARY_INO, ROOT_INO};
 use super::trace::TraceRecorder;
@@ -78,6 +79,8 @@ pub(super) struct Shared {
     pub(super) writable: std::sync::atomic::AtomicBool,
     /// The node's role as replication keeps it, for `.primary` and `.lag`.
     pub(super) node_view: std::sync::OnceLock<Arc<dyn NodeView>>,
+    /// What a commit waits for before the application sees it (synchronous replication).
+    pub(super) commit_gate: std::sync::OnceLock<Arc<dyn CommitGate>>,
     /// True once the kernel opens the root without a request: it then caches the root's
     /// listing, which must be invalidated when it changes without a request (see
     /// [`Shared::listing_changed`]).
@@ -128,6 +131,12 @@ impl LtxdFs {
         let _ = self.shared.node_view.set(view);
     }
 
+    /// Makes each commit wait for `gate` after it is in the log and before the application sees
+    /// it succeed.
+    pub fn set_commit_gate(&self, gate: Arc<dyn CommitGate>) {
+        let _ = self.shared.commit_gate.set(gate);
+    }
+
     /// Calls `f` once the FUSE session has ended: after an unmount by ltxd, by `umount` or
     /// `fusermount -u`, or after the connection was aborted.
     pub fn on_session_end(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
@@ -160,6 +169,7 @@ impl LtxdFs {
             mount_locks: MountLocks::default(),
             hidden: Mutex::new(std::collections::HashSet::new()),
             node_view: std::sync::OnceLock::new(),
+            commit_gate: std::sync::OnceLock::new(),
             writable: std::sync::atomic::AtomicBool::new(writable),
             listing_cached: std::sync::atomic::AtomicBool::new(false),
         };
@@ -190,9 +200,8 @@ impl Shared {
             return Ok(index);
         }
         let log = self.log.database(name)?;
-        let dir = log.dir().to_path_buf();
         let counters = self.options.metrics.database(name);
-        let capture = Capture::open(name, &dir, log, self.options.capture, counters)?;
+        let capture = Capture::open(name, log, self.options.capture, counters)?;
         dbs.names.push(name.to_string());
         dbs.captures.push(Arc::new(capture));
         Ok(dbs.names.len() - 1)
@@ -216,7 +225,7 @@ impl Shared {
 
     pub(super) fn backing_path(&self, db: usize, kind: FileKind) -> Option<PathBuf> {
         let capture = self.capture(db)?;
-        Some(capture.dir().join(kind.backing_name()?))
+        Some(capture.layout().file(kind.backing_file()?))
     }
 
     pub(super) fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
@@ -238,10 +247,23 @@ impl Shared {
 
     /// Does what the detector's verdict on an operation of file `ino` asks: captures a commit
     /// (a rollback-journal commit before the operation is performed, a WAL commit after it),
-    /// forgets the WAL's read position, or refuses.
+    /// forgets the WAL's read position, or refuses. A captured commit waits for the commit gate
+    /// on this thread before this returns.
     pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
+        let committed = self.act_deferred(ino, verdict)?;
+        gate::wait(self.commit_gate.get(), committed);
+        Ok(())
+    }
+
+    /// [`Shared::act`] without the wait for the commit gate: the commit it captured, if any,
+    /// must be answered through [`gate::answer_after`].
+    pub(super) fn act_deferred(
+        &self,
+        ino: Option<u64>,
+        verdict: Verdict,
+    ) -> Result<Option<Committed>, Errno> {
         let commit = match verdict {
-            Verdict::Pass => return Ok(()),
+            Verdict::Pass => return Ok(None),
             Verdict::Refuse(refusal) => {
                 if refusal == Refusal::NoJournal {
                     tracing::error!(
@@ -256,14 +278,18 @@ impl Shared {
         let (db, _) = ino.and_then(names::from_inode).ok_or(Errno::ENOENT)?;
         let capture = self.capture(db).ok_or(Errno::ENOENT)?;
         let captured = match commit {
-            Verdict::CommitJournal => capture.commit_journal().map(drop),
-            Verdict::CommitWal => capture.commit_wal().map(drop),
+            Verdict::CommitJournal => capture.commit_journal(),
+            Verdict::CommitWal => capture.commit_wal(),
             _ => {
                 capture.wal_reset();
-                Ok(())
+                Ok(None)
             }
         };
-        captured.map_err(|e| capture_failed(capture.name(), &e))
+        let pos = captured.map_err(|e| capture_failed(capture.name(), &e))?;
+        Ok(pos.map(|pos| Committed {
+            db: capture.name().to_string(),
+            txid: pos.txid,
+        }))
     }
 
     /// Drops the kernel's cached listing of the root, if it keeps one: called when the listing
@@ -737,7 +763,7 @@ impl Filesystem for LtxdFs {
         reply: ReplyWrite,
     ) {
         self.note_request();
-        let result = (|| -> Result<(), Errno> {
+        let result = (|| -> Result<Option<Committed>, Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
             let ino = names::inode(db, kind);
             let flag = match kind {
@@ -760,15 +786,19 @@ impl Filesystem for LtxdFs {
             }
             let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+            let mut committed = None;
             if verdict == Verdict::CommitWal {
                 // The page completes the commit frame: the log gets the commit before SQLite
                 // learns that the write succeeded and publishes the frame in the WAL index.
-                if let Err(e) = self.shared.act(Some(ino), verdict) {
-                    // The log does not have the commit: its frame must not count as committed
-                    // if SQLite ever recovers the WAL.
-                    let header = offset - WAL_FRAME_HEADER_LEN;
-                    let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
-                    return Err(e);
+                match self.shared.act_deferred(Some(ino), verdict) {
+                    Ok(c) => committed = c,
+                    Err(e) => {
+                        // The log does not have the commit: its frame must not count as
+                        // committed if SQLite ever recovers the WAL.
+                        let header = offset - WAL_FRAME_HEADER_LEN;
+                        let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
+                        return Err(e);
+                    }
                 }
             }
             let counters = capture.counters();
@@ -787,10 +817,16 @@ impl Filesystem for LtxdFs {
                 FileKind::Shm => counters.shm_writes.inc(),
                 FileKind::Pos => {}
             }
-            Ok(())
+            Ok(committed)
         })();
+        // A WAL commit is answered once it has passed the commit gate, off this thread.
+        let len = data.len() as u32;
         match result {
-            Ok(()) => reply.written(data.len() as u32),
+            Ok(committed) => {
+                gate::answer_after(self.shared.commit_gate.get(), committed, move || {
+                    reply.written(len)
+                })
+            }
             Err(e) => reply.error(e),
         }
     }

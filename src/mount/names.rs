@@ -1,5 +1,7 @@
 //! The names in the mount's flat root directory, and the inode numbers behind them.
 
+use crate::layout::DatabaseFile;
+
 /// The kind of file a name refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -34,13 +36,13 @@ impl FileKind {
         }
     }
 
-    /// The file's name under the database's directory in the data directory.
-    pub fn backing_name(self) -> Option<&'static str> {
+    /// The file behind it in the database's directory in the data directory.
+    pub fn backing_file(self) -> Option<DatabaseFile> {
         match self {
-            FileKind::Database => Some("database"),
-            FileKind::Journal => Some("journal"),
-            FileKind::Wal => Some("wal"),
-            FileKind::Shm => Some("shm"),
+            FileKind::Database => Some(DatabaseFile::Database),
+            FileKind::Journal => Some(DatabaseFile::Journal),
+            FileKind::Wal => Some(DatabaseFile::Wal),
+            FileKind::Shm => Some(DatabaseFile::Shm),
             FileKind::Pos => None,
         }
     }

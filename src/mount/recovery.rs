@@ -8,20 +8,21 @@
 //! database is rebuilt from the log. A hot journal is never played back: the log already holds
 //! every committed transaction, and an uncommitted one leaves no record.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::capture::{
-    database_path, open_rw, read_database, Capture, CaptureError, Logical, State, WalFields,
-};
+use super::capture::{open_rw, read_database, Capture, CaptureError, Logical, State, WalFields};
 use super::wal::{read_transactions, WalHeader, WalTransaction, WAL_HEADER_LEN};
 use crate::database::{encode_database, EncodeOptions};
+use crate::layout::DatabaseLayout;
 use crate::ltx::{Format, PageSize, TxId};
 
 /// The committed transactions of a database's WAL, if it has a valid header.
-fn committed_wal(dir: &Path) -> Result<Option<(WalHeader, Vec<WalTransaction>)>, CaptureError> {
-    let file = match File::open(dir.join("wal")) {
+fn committed_wal(
+    dir: &DatabaseLayout,
+) -> Result<Option<(WalHeader, Vec<WalTransaction>)>, CaptureError> {
+    let file = match File::open(dir.wal()) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -37,31 +38,21 @@ fn committed_wal(dir: &Path) -> Result<Option<(WalHeader, Vec<WalTransaction>)>,
     Ok(Some((header, transactions)))
 }
 
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// Removes the journal, WAL and shared-memory files, once the database file holds everything.
-fn clear_side_files(dir: &Path) -> std::io::Result<()> {
-    for name in ["journal", "wal", "shm"] {
-        remove_if_present(&dir.join(name))?;
-    }
-    crate::durable::sync_dir(dir)
+fn clear_side_files(dir: &DatabaseLayout) -> std::io::Result<()> {
+    crate::durable::remove_files([dir.journal(), dir.wal(), dir.shm()])
 }
 
 /// Copies the transactions' pages into the database file and cuts it to the last commit size.
 fn checkpoint(
-    dir: &Path,
+    dir: &DatabaseLayout,
     page_size: PageSize,
     transactions: &[WalTransaction],
 ) -> Result<(), CaptureError> {
     let Some(last) = transactions.last() else {
         return Ok(());
     };
-    let db = open_rw(&database_path(dir))?;
+    let db = open_rw(&dir.database_file())?;
     let ps = u64::from(page_size.get());
     for tx in transactions {
         for (pgno, data) in tx.pages.iter().filter(|(p, _)| *p <= tx.commit) {
@@ -69,18 +60,20 @@ fn checkpoint(
         }
     }
     db.set_len(u64::from(last.commit) * ps)?;
-    db.sync_all()?;
+    crate::durable::sync_file(&db)?;
     Ok(())
 }
 
-/// Brings the database files of `capture` into agreement with its log.
-pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
-    let dir = capture.dir();
+/// Brings the database files of `capture` into agreement with its log. Returns the database's
+/// page checksums when the file was already at the log's head, so that they are not read twice.
+pub(super) fn reconcile(capture: &Capture) -> Result<Option<Logical>, CaptureError> {
+    let dir = capture.layout();
     let head = capture.log().head();
-    let mut logical = read_database(&database_path(dir))?;
+    let mut logical = read_database(&dir.database_file())?;
     let wal = committed_wal(dir)?;
     if head.txid == TxId::ZERO {
-        return bootstrap(capture, logical, wal);
+        bootstrap(capture, logical, wal)?;
+        return Ok(None);
     }
     let target = head.post_apply_checksum;
     let mut matched = (logical.checksum.checksum() == target).then_some(0);
@@ -116,19 +109,24 @@ pub(super) fn reconcile(capture: &Capture) -> Result<(), CaptureError> {
             }
             checkpoint(dir, ps, &transactions)?;
         }
-        (Some(_), _, _) => {}
+        (Some(_), _, _) => {
+            // No WAL transaction was read: the file alone is at the head.
+            clear_side_files(dir)?;
+            return Ok(Some(logical));
+        }
         (None, _, _) => {
             // A log with no database file yet (`ltxd log import`) is built, not repaired.
-            let absent = !matches!(std::fs::metadata(database_path(dir)), Ok(m) if m.len() > 0);
+            let absent = !matches!(std::fs::metadata(dir.database_file()), Ok(m) if m.len() > 0);
             if absent {
                 tracing::info!(db = capture.name(), txid = %head.txid, "building the database from the log");
             } else {
                 tracing::warn!(db = capture.name(), txid = %head.txid, "the database files do not match the log; rebuilding the database from the log");
             }
-            crate::log::restore(capture.log(), head.txid, &database_path(dir))?;
+            crate::log::restore(capture.log(), head.txid, &dir.database_file())?;
         }
     }
-    Ok(clear_side_files(dir)?)
+    clear_side_files(dir)?;
+    Ok(None)
 }
 
 /// A database with no log yet: an existing file becomes the snapshot at TXID 1.
@@ -137,8 +135,8 @@ fn bootstrap(
     logical: Logical,
     wal: Option<(WalHeader, Vec<WalTransaction>)>,
 ) -> Result<(), CaptureError> {
-    let dir = capture.dir();
-    let journal = dir.join("journal");
+    let dir = capture.layout();
+    let journal = dir.journal();
     if journal.exists() && is_hot_journal(&journal)? {
         return Err(capture.unrecoverable(
             "a hot journal on a database ltxd has no log for; open it once with sqlite3 outside the mount",
@@ -153,7 +151,7 @@ fn bootstrap(
     if logical.page_size.is_none() && wal.is_none() {
         return Ok(());
     }
-    let db_path = database_path(dir);
+    let db_path = dir.database_file();
     let db = File::open(&db_path)?;
     if db.metadata()?.len() == 0 {
         return Ok(());
@@ -164,7 +162,7 @@ fn bootstrap(
         timestamp: super::capture::now_ms(),
         node_id: 0,
     };
-    let mut snapshot = tempfile::tempfile_in(dir)?;
+    let mut snapshot = tempfile::tempfile_in(dir.dir())?;
     encode_database(&db, &db_path, &mut snapshot, options)?;
     let len = snapshot.metadata()?.len();
     use std::io::Seek;

@@ -59,9 +59,9 @@ impl Mounted {
             tracing::info!(window = ?busy_poll.window(), "busy polling the FUSE device");
         }
         let session = session.spawn()?;
-        let connection = std::fs::metadata(dir)
-            .ok()
-            .map(|meta| libc::minor(std::os::unix::fs::MetadataExt::dev(&meta)));
+        // Never `stat` the mount from here: a SIGKILL while this process waits on its own
+        // mount would leave it unkillable (the request is answered by threads already gone).
+        let connection = connection_of(dir);
         Ok(Mounted {
             session,
             busy_poll,
@@ -112,6 +112,35 @@ impl Mounted {
     }
 }
 
+/// The FUSE connection number (device minor) of the newest mount at `dir`, from
+/// `/proc/self/mountinfo`, which the kernel answers without asking the file system.
+fn connection_of(dir: &Path) -> Option<u32> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo").ok()?;
+    let dir = mountinfo_escape(dir);
+    let device = mountinfo
+        .split(|&byte| byte == b'\n')
+        .rev()
+        .find_map(|line| {
+            let mut fields = line.split(|&byte| byte == b' ');
+            let device = fields.nth(2)?;
+            (fields.nth(1)? == dir.as_slice()).then_some(device)
+        })?;
+    let (_major, minor) = std::str::from_utf8(device).ok()?.split_once(':')?;
+    minor.parse().ok()
+}
+
+/// `dir` as `/proc/self/mountinfo` writes it: space, tab, newline and backslash as octal escapes.
+fn mountinfo_escape(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &byte in dir.as_os_str().as_encoded_bytes() {
+        match byte {
+            b' ' | b'\t' | b'\n' | b'\\' => out.extend(format!("\\{byte:03o}").bytes()),
+            _ => out.push(byte),
+        }
+    }
+    out
+}
+
 /// `umount2(dir, flags)`.
 fn umount(dir: &Path, flags: libc::c_int) -> std::io::Result<()> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
@@ -140,4 +169,27 @@ pub fn clear_stale_mount(dir: &Path) -> std::io::Result<()> {
     }
     tracing::warn!(dir = %dir.display(), "clearing a stale mount left by a crash");
     umount(dir, libc::MNT_DETACH)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn mount_points_are_escaped_as_mountinfo_writes_them() {
+        assert_eq!(
+            super::mountinfo_escape(Path::new("/a b\\c")),
+            b"/a\\040b\\134c"
+        );
+        assert_eq!(
+            super::mountinfo_escape(Path::new("/tmp/é")),
+            "/tmp/é".as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_root_s_device_is_found() {
+        // `/` is always mounted; its minor is whatever this machine's root device has.
+        assert!(super::connection_of(Path::new("/")).is_some());
+    }
 }

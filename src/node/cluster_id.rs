@@ -47,7 +47,7 @@ pub struct ClusterIdFile {
 impl ClusterIdFile {
     /// Reads the file in `data_dir` (absent: no ID yet).
     pub fn open(data_dir: &Path) -> Result<ClusterIdFile, ClusterIdError> {
-        let path = data_dir.join("clusterid");
+        let path = crate::layout::Layout::new(data_dir).cluster_id_file();
         let id = match std::fs::read_to_string(&path) {
             Ok(text) => Some(validate(text.trim())?),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,

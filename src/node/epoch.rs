@@ -35,7 +35,7 @@ pub struct EpochFile {
 impl EpochFile {
     /// Reads the file in `data_dir` (an absent file means epoch 0).
     pub fn open(data_dir: &Path) -> Result<EpochFile, EpochError> {
-        let path = data_dir.join("epoch");
+        let path = crate::layout::Layout::new(data_dir).epoch_file();
         let io = |err| EpochError::Io {
             path: path.clone(),
             err,

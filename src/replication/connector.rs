@@ -1,8 +1,11 @@
 //! Picks the transport from the primary's URL: `quic://` over QUIC, `http://` over HTTP.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ltxd_protocol::{BoxFuture, ConnectError, Connector, NodeInfo, StreamRequest, StreamResponse};
+use ltxd_protocol::{
+    BoxFuture, ConnectError, Connector, NodeInfo, Pos, StreamRequest, StreamResponse,
+};
 
 /// A connector that hands each URL to the transport its scheme names.
 pub struct SchemeConnector {
@@ -60,6 +63,18 @@ impl Connector for SchemeConnector {
     ) -> BoxFuture<'a, Result<(), ConnectError>> {
         match self.pick(url) {
             Ok(connector) => connector.handoff(url, node_id),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
+
+    fn ack<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+        positions: &'a BTreeMap<String, Pos>,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        match self.pick(url) {
+            Ok(connector) => connector.ack(url, node_id, positions),
             Err(err) => Box::pin(std::future::ready(Err(err))),
         }
     }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use ltxd_protocol::replica::{LtxSummary, ReplicaStream, Step, StreamError};
 use ltxd_protocol::wire::{FrameDecoder, WireError};
-use ltxd_protocol::{ConnectError, Connector, Features, StreamRequest};
+use ltxd_protocol::{ConnectError, Connector, Features, Pos, StreamRequest};
 use tokio::sync::watch;
 
+use super::spool::{Spool, SpoolError, Spooled};
+use super::sync::Acker;
 use super::{Handoffs, NodeState};
-use crate::ltx::{detect_format, Decoder, LtxError};
+use crate::database::VerifiedLtx;
 use crate::mount::{Applier, ApplyError};
 use crate::node::{ClusterIdError, ClusterIdFile, EpochError, EpochFile};
 
@@ -48,8 +50,8 @@ enum FollowError {
     Wire(#[from] WireError),
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("database {db}: the primary sent a bad LTX file: {err}")]
-    BadLtx { db: String, err: LtxError },
+    #[error("database {db}: {err}")]
+    Spool { db: String, err: SpoolError },
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("the stream ended without an End frame")]
@@ -201,7 +203,11 @@ impl Follower {
             node_id: self.node.node_id,
             filter: only.map(|db| [db.to_string()].into()),
             positions: positions.clone(),
-            features: Features::ALL,
+            // Acknowledgements (synchronous replication) count only from candidates.
+            features: match self.node.candidate {
+                true => Features::ALL,
+                false => Features::ALL.without_acks(),
+            },
         };
         let mut response = tokio::time::timeout(
             SUBSCRIBE_TIMEOUT,
@@ -224,9 +230,19 @@ impl Follower {
             epoch = response.epoch,
             "subscribed"
         );
+        let acker = response.features.acks.then(|| {
+            let url = self.options.primary_url.clone();
+            Acker::start(
+                Arc::clone(&self.connector),
+                url,
+                self.node.node_id,
+                positions.clone(),
+            )
+        });
         let mut machine = ReplicaStream::new(positions);
         let mut decoder = FrameDecoder::new();
-        let mut ltx = Vec::new();
+        let mut spool = Spool::new(self.applier.spool_dir());
+        let mut receiving = String::new();
         loop {
             let next = std::future::poll_fn(|cx| response.body.as_mut().poll_next(cx)).await;
             let Some(bytes) = next else {
@@ -235,17 +251,31 @@ impl Follower {
             decoder.push(&bytes?);
             while let Some(event) = decoder.next_event()? {
                 match machine.on_event(event)? {
-                    Step::BeginLtx { .. } => ltx.clear(),
-                    Step::LtxData(data) => ltx.extend_from_slice(&data),
+                    Step::BeginLtx { db } => {
+                        spool.begin();
+                        receiving = db;
+                    }
+                    Step::LtxData(data) => {
+                        spool.push(&data).await.map_err(|err| FollowError::Spool {
+                            db: receiving.clone(),
+                            err,
+                        })?;
+                    }
                     Step::LtxComplete { db } => {
-                        let file = std::mem::take(&mut ltx);
-                        let summary = summarize(&file).map_err(|err| FollowError::BadLtx {
+                        let file = spool.finish().await.map_err(|err| FollowError::Spool {
                             db: db.clone(),
                             err,
                         })?;
+                        let summary = summarize(file.ltx());
                         machine.check(&db, &summary)?;
                         self.apply(&db, file, &summary).await?;
                         machine.applied(&db, &summary);
+                        if let Some(acker) = &acker {
+                            acker.applied(
+                                &db,
+                                Pos::new(summary.max_txid, summary.post_apply_checksum),
+                            );
+                        }
                     }
                     Step::Ready => {
                         if !self.node.is_ready() {
@@ -265,18 +295,19 @@ impl Follower {
         }
     }
 
-    /// Applies one checked file on a blocking thread (the applier waits for readers' locks).
+    /// Applies one checked file on a blocking thread (the applier waits for readers' locks),
+    /// and removes its spool file.
     async fn apply(
         &self,
         db: &str,
-        file: Vec<u8>,
+        file: Spooled,
         summary: &LtxSummary,
     ) -> Result<(), FollowError> {
         let span = tracing::debug_span!("apply", db, txid = summary.max_txid.0);
         let _enter = span.enter();
         let applier = self.applier.clone();
         let name = db.to_string();
-        tokio::task::spawn_blocking(move || applier.apply(&name, &file))
+        tokio::task::spawn_blocking(move || applier.apply(&name, file.ltx()))
             .await
             .map_err(|err| FollowError::Io(std::io::Error::other(err)))??;
         self.node.applied(db, summary.timestamp_ms);
@@ -287,15 +318,14 @@ impl Follower {
     }
 }
 
-/// Verifies a received LTX file and reads what the replica checks before applying it.
-fn summarize(file: &[u8]) -> Result<LtxSummary, LtxError> {
-    let format = detect_format(&mut std::io::Cursor::new(file))?;
-    let verified = Decoder::new(file, format)?.verify()?;
-    Ok(LtxSummary {
+/// What the replica checks before applying a verified file.
+fn summarize(ltx: &VerifiedLtx) -> LtxSummary {
+    let verified = ltx.verified();
+    LtxSummary {
         min_txid: verified.header.min_txid,
         max_txid: verified.header.max_txid,
         pre_apply_checksum: verified.header.pre_apply_checksum,
         post_apply_checksum: verified.trailer.post_apply_checksum,
         timestamp_ms: verified.header.timestamp,
-    })
+    }
 }

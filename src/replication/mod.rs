@@ -15,7 +15,9 @@ mod handoff;
 mod log_view;
 mod node;
 mod service;
+mod spool;
 mod stream_driver;
+pub mod sync;
 
 pub use connector::SchemeConnector;
 pub use follower::{Follower, FollowerOptions};

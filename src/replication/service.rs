@@ -1,5 +1,6 @@
 //! The primary's side: streams the log to each subscribed replica.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use super::byte_channel;
 use super::handoff::Handoffs;
 use super::log_view::LogReader;
 use super::stream_driver::{StreamDriver, CONCURRENT_READS, STREAM_BUFFER_BYTES};
+use super::sync::SyncGate;
 use super::NodeState;
+use crate::config::SyncMode;
 use crate::log::Log;
 use crate::metrics::{DatabaseSample, Metrics, NodeSample};
 use crate::mount::now_ms;
@@ -57,6 +60,8 @@ pub struct LogService {
     subscriptions: Arc<AtomicUsize>,
     /// Permits to read the log, shared by every stream.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Synchronous replication: the commits waiting for acknowledgements.
+    sync: Arc<SyncGate>,
 }
 
 impl LogService {
@@ -85,7 +90,15 @@ impl LogService {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             subscriptions: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
+            sync: SyncGate::new(SyncMode::Off, Duration::ZERO, None),
         }
+    }
+
+    /// Waits for replicas' acknowledgements as `sync` says: streams offer the `acks` feature
+    /// when it is on, and acknowledgements reach it.
+    pub fn with_sync(mut self, sync: Arc<SyncGate>) -> Self {
+        self.sync = sync;
+        self
     }
 
     /// At most `max` replica streams at once, over every transport; more are refused with
@@ -139,8 +152,15 @@ impl Service for LogService {
         };
         let request_node_id = request.node_id;
         let replica = ltxd_protocol::format_node_id(request_node_id);
-        let machine = PrimaryStream::new(request, Features::ALL, &LogReader(&self.log));
+        let offered = match self.sync.offers_acks() {
+            true => Features::ALL,
+            false => Features::ALL.without_acks(),
+        };
+        let machine = PrimaryStream::new(request, offered, &LogReader(&self.log));
         let features = machine.features();
+        let acks = features
+            .acks
+            .then(|| self.sync.stream_opened(request_node_id));
         let (sender, receiver) = byte_channel::channel(STREAM_BUFFER_BYTES);
         let driver = StreamDriver {
             log: Arc::clone(&self.log),
@@ -159,6 +179,7 @@ impl Service for LogService {
                     Ok(()) => tracing::info!("stream ended"),
                     Err(err) => tracing::info!(%err, "stream ended"),
                 }
+                drop(acks);
                 drop(subscription);
             }
             .instrument(span),
@@ -197,11 +218,31 @@ impl Service for LogService {
                 .map(|hostname| PrimaryRef { hostname }),
             databases,
             proxy: self.node.proxy_status(),
+            sync: (self.sync.offers_acks() && self.node.is_primary()).then(|| self.sync.info()),
         }
     }
 
     fn metrics(&self) -> String {
+        self.sync.refresh_metrics();
         self.metrics.render(&self.sample())
+    }
+
+    fn ack(&self, node_id: u64, positions: BTreeMap<String, Pos>) -> Result<(), Refusal> {
+        if !self.node.is_primary() {
+            return Err(Refusal::NotPrimary);
+        }
+        // Only what this log holds can be acknowledged: a position beyond its head (another
+        // primary's history) counts for nothing.
+        let held: BTreeMap<String, Pos> = positions
+            .into_iter()
+            .filter(|(db, pos)| {
+                self.log
+                    .existing(db)
+                    .is_ok_and(|log| log.head().txid >= pos.txid)
+            })
+            .collect();
+        self.sync.acked(node_id, &held);
+        Ok(())
     }
 
     fn handoff(&self, node_id: u64) -> BoxFuture<'_, Result<(), Refusal>> {

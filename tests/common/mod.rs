@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod leases;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +57,38 @@ pub enum Transport {
     Quic,
 }
 
+/// Waits until `done` holds, failing with `what` and the daemons' logs after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, nodes: &[&Node], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| n.daemon_log()).collect();
+            panic!("timed out waiting until {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `<db>-pos` file of a node's mount, or empty while it does not exist.
+pub fn pos(node: &Node, db: &str) -> String {
+    std::fs::read_to_string(node.path(&format!("{db}-pos"))).unwrap_or_default()
+}
+
+/// Runs `ltxd` with `args`, returning stdout; panics with stdout and stderr on failure.
+pub fn ltxd(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ltxd {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A loopback UDP port that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -81,14 +115,14 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
 }
 
-/// True when the file system at `dir` answers a request (`statfs` always reaches it).
-fn answers(dir: &Path) -> bool {
+/// Whether the file system at `dir` has a live server: `statfs` always reaches it, and a dead
+/// one gives ENOTCONN.
+fn server_answers(dir: &Path) -> bool {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a NUL-terminated path and a properly sized out-parameter.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        libc::statvfs(c.as_ptr(), &mut s) == 0
-    }
+    // SAFETY: `c` is a NUL-terminated path and `stats` a properly sized out-parameter.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::statfs(c.as_ptr(), &mut stats) == 0 }
 }
 
 fn detach(dir: &Path) {
@@ -305,10 +339,12 @@ impl Node {
         }
         .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // A crash leaves a stale entry in /proc/mounts, whose root the kernel may still stat
-        // from its cache: wait for a mount whose daemon answers (statfs is never cached).
-        while !(is_mounted(&self.mnt) && answers(&self.mnt)) {
+        // Generous: a start may rebuild a large database from the log (a debug build on a
+        // loaded 2-core machine writes a 256 MiB one in well over 20 s).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // A crash leaves a stale entry in /proc/mounts, whose root a `stat` may still find in the
+        // kernel's attribute cache: wait for a mount whose server answers.
+        while !(is_mounted(&self.mnt) && server_answers(&self.mnt)) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ltxd mount exited with {status}:\n{}", self.daemon_log());
             }
@@ -431,16 +467,7 @@ impl Node {
 
     /// Runs `ltxd` with `args`, returning stdout; panics on failure.
     pub fn ltxd(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_ltxd"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ltxd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ltxd(args)
     }
 
     /// With the daemon stopped: the log verifies, a restore at the head is byte-identical to the

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use ltxd_protocol::{
-    BoxFuture, DatabaseStatus, Features, NodeInfo, PrimaryRef, Promotion, Refusal, Service,
+    BoxFuture, DatabaseStatus, Features, NodeInfo, Pos, PrimaryRef, Promotion, Refusal, Service,
     StreamRequest, StreamResponse,
 };
 use tokio::sync::mpsc;
@@ -38,6 +38,8 @@ struct State {
     handoff_refusals: VecDeque<Refusal>,
     promotions: usize,
     promotion_answers: VecDeque<Result<Promotion, Refusal>>,
+    acks: Vec<(u64, BTreeMap<String, Pos>)>,
+    ack_refusals: VecDeque<Refusal>,
 }
 
 /// An accepted subscription, as the fake service saw it.
@@ -91,6 +93,7 @@ impl FakeService {
     pub const FEATURES: Features = Features {
         range_files: true,
         frame_lengths: false,
+        acks: true,
     };
 
     /// A fake primary.
@@ -137,6 +140,17 @@ impl FakeService {
         self.state().promotions
     }
 
+    /// Every acknowledgement received so far, refused or not: the replica's node ID and its
+    /// positions.
+    pub fn acks(&self) -> Vec<(u64, BTreeMap<String, Pos>)> {
+        self.state().acks.clone()
+    }
+
+    /// Refuses the next acknowledgement with `refusal`.
+    pub fn refuse_next_ack(&self, refusal: Refusal) {
+        self.state().ack_refusals.push_back(refusal);
+    }
+
     /// The next accepted subscription, in the order they arrived. Panics after 10 s.
     pub async fn next_subscription(&self) -> Subscription {
         let mut subscriptions = self.subscriptions.lock().await;
@@ -169,6 +183,7 @@ impl FakeService {
             }),
             databases,
             proxy: None,
+            sync: None,
         }
     }
 }
@@ -224,5 +239,11 @@ impl Service for FakeService {
 
     fn metrics(&self) -> String {
         FakeService::METRICS.to_string()
+    }
+
+    fn ack(&self, node_id: u64, positions: BTreeMap<String, Pos>) -> Result<(), Refusal> {
+        let mut state = self.state();
+        state.acks.push((node_id, positions));
+        state.ack_refusals.pop_front().map_or(Ok(()), Err)
     }
 }

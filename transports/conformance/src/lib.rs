@@ -67,6 +67,9 @@ pub async fn run_all(transport: &dyn Transport) {
     handoff_reaches_the_service(transport).await;
     handoff_refusals_map_to_statuses(transport).await;
     unauthenticated_handoff_is_refused(transport).await;
+    acks_reach_the_service(transport).await;
+    ack_refusals_map_to_statuses(transport).await;
+    unauthenticated_ack_is_refused(transport).await;
     dropping_the_body_ends_the_server_stream(transport).await;
     shutdown_ends_open_streams(transport).await;
 }
@@ -488,6 +491,89 @@ pub async fn unauthenticated_handoff_is_refused(transport: &dyn Transport) {
         other => panic!("an unauthenticated handoff arrived as {other:?}"),
     }
     assert!(service.handoffs().is_empty(), "refused before the service");
+    started.shutdown.await;
+}
+
+/// Acknowledgements (synchronous replication) reach the service with the replica's node ID and
+/// every position unchanged, and are no subscriptions.
+pub async fn acks_reach_the_service(transport: &dyn Transport) {
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let mut two = BTreeMap::new();
+    two.insert(
+        "app.db".to_string(),
+        Pos::new(TxId(0x1234), Checksum(0x8000_0000_dead_beef)),
+    );
+    two.insert(
+        "other.db".to_string(),
+        Pos::new(TxId(u64::MAX), Checksum(0x8000_0000_0000_0001)),
+    );
+    let mut one = BTreeMap::new();
+    one.insert("app.db".to_string(), Pos::new(TxId(1), Checksum(1)));
+    let sent = [
+        (0x0123_4567_89AB_CDEF, two),
+        (1, one),
+        (u64::MAX, BTreeMap::new()),
+    ];
+    for (node_id, positions) in &sent {
+        step(
+            "an ack",
+            started.connector.ack(&started.url, *node_id, positions),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("an ack from {node_id:016X} failed: {err}"));
+    }
+    assert_eq!(service.acks(), sent, "the acks the service saw");
+    assert!(service.requests().is_empty(), "an ack is no subscription");
+    started.shutdown.await;
+}
+
+/// A refused acknowledgement reaches the replica as [`ConnectError::Refused`] with its status.
+pub async fn ack_refusals_map_to_statuses(transport: &dyn Transport) {
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let positions = BTreeMap::new();
+    for (refusal, expected) in [
+        (Refusal::NotPrimary, 503),
+        (Refusal::BadRequest("no stream".to_string()), 400),
+    ] {
+        service.refuse_next_ack(refusal.clone());
+        let result = step(
+            "a refused ack",
+            started.connector.ack(&started.url, 9, &positions),
+        )
+        .await;
+        match result {
+            Err(ConnectError::Refused { status, message }) => {
+                assert_eq!(status, expected, "status for {refusal:?}");
+                assert_eq!(message, refusal.to_string(), "message for {refusal:?}");
+            }
+            other => panic!("{refusal:?} arrived as {other:?}"),
+        }
+    }
+    assert_eq!(service.acks().len(), 2);
+    started.shutdown.await;
+}
+
+/// Where the transport demands a token, an acknowledgement without one is refused with 401 and
+/// never reaches the service: nobody but a replica may hold up or release the primary's commits.
+pub async fn unauthenticated_ack_is_refused(transport: &dyn Transport) {
+    let Some(tokenless) = transport.tokenless_connector() else {
+        return;
+    };
+    let service = FakeService::new();
+    let started = transport.start(service.clone()).await;
+    let positions = BTreeMap::new();
+    let result = step(
+        "an unauthenticated ack",
+        tokenless.ack(&started.url, 9, &positions),
+    )
+    .await;
+    match result {
+        Err(ConnectError::Refused { status: 401, .. }) => {}
+        other => panic!("an unauthenticated ack arrived as {other:?}"),
+    }
+    assert!(service.acks().is_empty(), "refused before the service");
     started.shutdown.await;
 }
 

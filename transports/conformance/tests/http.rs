@@ -152,6 +152,16 @@ async fn handoff_refusals_map_to_statuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_reach_the_service() {
+    conformance::acks_reach_the_service(&Http::cleartext()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_refusals_map_to_statuses() {
+    conformance::ack_refusals_map_to_statuses(&Http::cleartext()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_body_ends_the_server_stream() {
     conformance::dropping_the_body_ends_the_server_stream(&Http::cleartext()).await;
 }

@@ -2,7 +2,7 @@
 //! cleartext (`http://`) or negotiated by ALPN over TLS (`https://`), on one cached connection per
 //! primary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ltxd_protocol::wire::encode_positions;
 use ltxd_protocol::{
-    format_node_id, parse_node_id, BoxFuture, ConnectError, Connector, Features, NodeInfo,
+    format_node_id, parse_node_id, BoxFuture, ConnectError, Connector, Features, NodeInfo, Pos,
     Promotion, StreamRequest, StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER,
     NODE_ID_HEADER,
 };
@@ -487,9 +487,34 @@ impl Connector for HttpConnector {
                 .map(drop)
         })
     }
+
+    fn ack<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+        positions: &'a BTreeMap<String, Pos>,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(self.send_ack(url, node_id, positions))
+    }
 }
 
 impl HttpConnector {
+    /// `POST /ack` with the replica's node ID and its positions.
+    async fn send_ack(
+        &self,
+        url: &str,
+        node_id: u64,
+        positions: &BTreeMap<String, Pos>,
+    ) -> Result<(), ConnectError> {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::try_from(format_node_id(node_id))
+            .map_err(|err| ConnectError::Protocol(format!("{NODE_ID_HEADER}: {err}")))?;
+        headers.insert(NODE_ID_HEADER, value);
+        let body = Bytes::from(encode_positions(positions));
+        let response = self.call(url, Method::POST, "/ack", headers, body).await?;
+        read_body(response, MAX_REFUSAL_BODY).await.map(drop)
+    }
+
     /// Asks the node at `url` to become primary (`POST /promote`): a candidate replica asks its
     /// primary to hand the lease over.
     pub async fn promote(&self, url: &str) -> Result<Promotion, ConnectError> {

@@ -1,4 +1,4 @@
-//! The HTTP server: `POST /stream`, `GET /info` and `GET /metrics` over a [`Service`], in
+//! The HTTP server: `POST /stream`, `POST /ack`, `GET /info` and `GET /metrics` over a [`Service`], in
 //! cleartext or TLS, with an optional token.
 
 use std::collections::HashMap;
@@ -489,6 +489,7 @@ async fn route(shared: &Shared, peer: SocketAddr, request: Request<Incoming>) ->
             response
         }
         (&Method::POST, "/handoff") => handoff(service, request.uri().query()).await,
+        (&Method::POST, "/ack") => ack(service, request).await,
         (&Method::POST, "/promote") => match service.promote().await {
             Ok(Promotion::AlreadyPrimary) => Response::new(full("already primary\n".into())),
             Ok(Promotion::HandedOff) => Response::new(full("handed off\n".into())),
@@ -574,6 +575,42 @@ async fn handoff(service: &dyn Service, query: Option<&str>) -> Response<Body> {
         Ok(()) => Response::new(full(String::new())),
         Err(refusal) => {
             tracing::info!(node = format_node_id(node_id), %refusal, "handoff refused");
+            refused(&refusal)
+        }
+    }
+}
+
+/// `POST /ack`: replica `Litefs-Id` has the databases of the position map in its body durably
+/// in its log (synchronous replication, an ltxd extension).
+async fn ack(service: &dyn Service, request: Request<Incoming>) -> Response<Body> {
+    let node_id = request
+        .headers()
+        .get(NODE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_node_id);
+    let Some(node_id) = node_id else {
+        return error(StatusCode::BAD_REQUEST, "invalid Litefs-Id");
+    };
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {err}"),
+            )
+        }
+    };
+    let positions = match decode_positions(&body) {
+        Ok(positions) => positions,
+        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad position map: {err}")),
+    };
+    match service.ack(node_id, positions) {
+        Ok(()) => Response::new(full(String::new())),
+        Err(refusal) => {
+            tracing::debug!(node = format_node_id(node_id), %refusal, "ack refused");
             refused(&refusal)
         }
     }

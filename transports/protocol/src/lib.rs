@@ -19,5 +19,5 @@ pub use request::{
 };
 pub use service::{
     BoxFuture, ByteStream, ConnectError, Connector, DatabaseStatus, NodeInfo, PrimaryRef,
-    Promotion, ProxyStatus, Refusal, Service, StreamResponse,
+    Promotion, ProxyStatus, Refusal, Service, StreamResponse, SyncInfo,
 };

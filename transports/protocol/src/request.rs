@@ -22,6 +22,10 @@ pub struct Features {
     pub range_files: bool,
     /// The LTX frame's size field holds the file's real length instead of 0.
     pub frame_lengths: bool,
+    /// The replica acknowledges each transaction once it is durable in its own log
+    /// ([`crate::Service::ack`]), for synchronous replication. A replica offers it only when it
+    /// is a lease candidate; a primary only when it waits for acknowledgements.
+    pub acks: bool,
 }
 
 impl Features {
@@ -29,11 +33,13 @@ impl Features {
     pub const ALL: Features = Features {
         range_files: true,
         frame_lengths: true,
+        acks: true,
     };
     /// LiteFS's protocol, with no extension.
     pub const NONE: Features = Features {
         range_files: false,
         frame_lengths: false,
+        acks: false,
     };
 
     /// The extensions in both sets.
@@ -41,6 +47,15 @@ impl Features {
         Features {
             range_files: self.range_files && other.range_files,
             frame_lengths: self.frame_lengths && other.frame_lengths,
+            acks: self.acks && other.acks,
+        }
+    }
+
+    /// These extensions without acknowledgements.
+    pub fn without_acks(self) -> Features {
+        Features {
+            acks: false,
+            ..self
         }
     }
 
@@ -53,6 +68,9 @@ impl Features {
         if self.frame_lengths {
             names.push("frame-lengths");
         }
+        if self.acks {
+            names.push("acks");
+        }
         names.join(",")
     }
 
@@ -63,6 +81,7 @@ impl Features {
             match name {
                 "range-files" => features.range_files = true,
                 "frame-lengths" => features.frame_lengths = true,
+                "acks" => features.acks = true,
                 _ => {}
             }
         }
@@ -137,7 +156,7 @@ mod tests {
             Features::from_header("frame-lengths, future-thing"),
             Features {
                 frame_lengths: true,
-                range_files: false
+                ..Features::NONE
             }
         );
     }

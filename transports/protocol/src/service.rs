@@ -12,7 +12,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::{Features, StreamRequest};
+use crate::{Features, Pos, StreamRequest};
 
 /// A future a transport returns; boxed so that the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,6 +119,32 @@ pub struct NodeInfo {
     /// The node's HTTP proxy, when it runs one (an ltxd extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyStatus>,
+    /// Synchronous replication on a primary that has it on (an ltxd extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncInfo>,
+}
+
+/// Synchronous replication on a primary, as `/info` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncInfo {
+    /// `replication.sync`: `one`, `quorum` or `all`.
+    pub mode: String,
+    /// True while degraded to asynchronous replication after a `sync-timeout`.
+    #[serde(default)]
+    pub degraded: bool,
+    /// Time spent degraded since the node started (ms).
+    #[serde(default)]
+    pub degraded_ms: u64,
+    /// Replicas connected with an acknowledging stream.
+    #[serde(default)]
+    pub replicas: usize,
+    /// Commits waiting for acknowledgements now.
+    #[serde(default)]
+    pub waiting: usize,
+    /// A moving average of how long acknowledged commits waited (µs).
+    #[serde(default)]
+    pub ack_wait_us: u64,
 }
 
 /// A node's HTTP proxy, as `/info` reports it: where other nodes' proxies forward to, and its
@@ -181,6 +207,10 @@ pub trait Service: Send + Sync + 'static {
     fn promote(&self) -> BoxFuture<'_, Result<Promotion, Refusal>>;
     /// This node's metrics in Prometheus's text exposition format (`GET /metrics` over HTTP).
     fn metrics(&self) -> String;
+    /// Replica `node_id` has each database up to the position given durably in its own log (an
+    /// ltxd extension, `POST /ack` over HTTP). Only counted from a replica whose stream
+    /// negotiated [`crate::Features::acks`]; refused with [`Refusal::NotPrimary`] elsewhere.
+    fn ack(&self, node_id: u64, positions: BTreeMap<String, Pos>) -> Result<(), Refusal>;
 }
 
 /// Why a replica could not subscribe.
@@ -219,4 +249,13 @@ pub trait Connector: Send + Sync {
     /// [`Service::handoff`]).
     fn handoff<'a>(&'a self, url: &'a str, node_id: u64)
         -> BoxFuture<'a, Result<(), ConnectError>>;
+    /// Tells the primary at `url` that this replica, `node_id`, has each database up to the
+    /// position given durably in its log (see [`Service::ack`]). Sent only on a stream that
+    /// negotiated [`crate::Features::acks`].
+    fn ack<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+        positions: &'a BTreeMap<String, Pos>,
+    ) -> BoxFuture<'a, Result<(), ConnectError>>;
 }

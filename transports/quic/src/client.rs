@@ -1,10 +1,12 @@
 //! The QUIC client: one cached connection per primary, one stream per call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ltxd_protocol::{BoxFuture, ConnectError, Connector, NodeInfo, StreamRequest, StreamResponse};
+use ltxd_protocol::{
+    BoxFuture, ConnectError, Connector, NodeInfo, Pos, StreamRequest, StreamResponse,
+};
 use ltxd_transport_security::Token;
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, Endpoint, VarInt};
@@ -285,6 +287,22 @@ impl Connector for QuicConnector {
                 (Response::HandedOff, _) => Ok(()),
                 _ => Err(ConnectError::Protocol(
                     "the primary answered a handoff with something else".to_string(),
+                )),
+            }
+        })
+    }
+
+    fn ack<'a>(
+        &'a self,
+        url: &'a str,
+        node_id: u64,
+        positions: &'a BTreeMap<String, Pos>,
+    ) -> BoxFuture<'a, Result<(), ConnectError>> {
+        Box::pin(async move {
+            match self.call(url, Request::Ack(node_id, positions)).await? {
+                (Response::Acked, _) => Ok(()),
+                _ => Err(ConnectError::Protocol(
+                    "the primary answered an ack with something else".to_string(),
                 )),
             }
         })

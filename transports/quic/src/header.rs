@@ -5,12 +5,12 @@
 //! allocated, and malformed input is a [`HeaderError`], never a panic. The layout is documented
 //! in `docs/quic.md`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ltxd_protocol::wire::{
     decode_positions, encode_positions, WireError, MAX_NAME_LEN, MAX_POSITIONS,
 };
-use ltxd_protocol::{Features, StreamRequest};
+use ltxd_protocol::{Features, Pos, StreamRequest};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The first bytes of every request and response header.
@@ -36,6 +36,7 @@ pub(crate) const MAX_INFO_LEN: usize = 4 << 20;
 const KIND_SUBSCRIBE: u8 = 1;
 const KIND_INFO: u8 = 2;
 const KIND_HANDOFF: u8 = 3;
+const KIND_ACK: u8 = 4;
 
 /// The status of a stream's response, as HTTP's.
 pub(crate) const STATUS_OK: u16 = 200;
@@ -97,6 +98,8 @@ pub(crate) enum Kind {
     Info,
     /// A handoff to a replica; its node ID follows the token.
     Handoff,
+    /// A replica's acknowledgement; its node ID and position map follow the token.
+    Ack,
 }
 
 impl Kind {
@@ -106,6 +109,7 @@ impl Kind {
             Kind::Subscribe => KIND_SUBSCRIBE,
             Kind::Info => KIND_INFO,
             Kind::Handoff => KIND_HANDOFF,
+            Kind::Ack => KIND_ACK,
         }
     }
 
@@ -115,6 +119,7 @@ impl Kind {
             KIND_SUBSCRIBE => Ok(Kind::Subscribe),
             KIND_INFO => Ok(Kind::Info),
             KIND_HANDOFF => Ok(Kind::Handoff),
+            KIND_ACK => Ok(Kind::Ack),
             other => Err(HeaderError::Kind(other)),
         }
     }
@@ -129,6 +134,8 @@ pub(crate) enum Request<'a> {
     Info,
     /// Hand the lease to the replica with this node ID.
     Handoff(u64),
+    /// The replica with this node ID has these positions durably in its log.
+    Ack(u64, &'a BTreeMap<String, Pos>),
 }
 
 impl Request<'_> {
@@ -138,6 +145,7 @@ impl Request<'_> {
             Request::Subscribe(_) => Kind::Subscribe,
             Request::Info => Kind::Info,
             Request::Handoff(_) => Kind::Handoff,
+            Request::Ack(..) => Kind::Ack,
         }
     }
 }
@@ -177,6 +185,8 @@ pub(crate) enum Response {
     Info(Vec<u8>),
     /// A handoff that is under way: status 200 and nothing more. The stream ends after it.
     HandedOff,
+    /// An acknowledgement taken: status 200 and nothing more. The stream ends after it.
+    Acked,
 }
 
 /// Appends a field with a length prefix of `width` bytes (2 or 4), after checking `limit`.
@@ -227,6 +237,11 @@ pub(crate) fn encode_request(
         Request::Subscribe(subscription) => put_subscription(&mut out, subscription)?,
         Request::Info => {}
         Request::Handoff(node_id) => out.extend_from_slice(&node_id.to_be_bytes()),
+        Request::Ack(node_id, positions) => {
+            out.extend_from_slice(&node_id.to_be_bytes());
+            let positions = encode_positions(positions);
+            put_field(&mut out, "position map", &positions, 4, MAX_POSITIONS_LEN)?;
+        }
     }
     Ok(out)
 }
@@ -322,7 +337,7 @@ pub(crate) fn encode_response(response: &Response) -> Result<Vec<u8>, HeaderErro
             out.extend_from_slice(&STATUS_OK.to_be_bytes());
             put_field(&mut out, "node info", json, 4, MAX_INFO_LEN)?;
         }
-        Response::HandedOff => out.extend_from_slice(&STATUS_OK.to_be_bytes()),
+        Response::HandedOff | Response::Acked => out.extend_from_slice(&STATUS_OK.to_be_bytes()),
     }
     Ok(out)
 }
@@ -445,6 +460,17 @@ pub(crate) async fn read_handoff<R: AsyncRead + Unpin>(r: &mut R) -> Result<u64,
     Ok(r.read_u64().await?)
 }
 
+/// Reads the rest of an acknowledgement's request header, after its [`Preamble`]: the
+/// replica's node ID and its position map.
+pub(crate) async fn read_ack<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(u64, BTreeMap<String, Pos>), HeaderError> {
+    let mut fields = Fields { r };
+    let node_id = fields.r.read_u64().await?;
+    let positions = decode_positions(&fields.bytes("position map", 4, MAX_POSITIONS_LEN).await?)?;
+    Ok((node_id, positions))
+}
+
 /// Reads the rest of a subscription's request header, after its [`Preamble`].
 pub(crate) async fn read_subscription<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -485,6 +511,7 @@ pub(crate) async fn read_response<R: AsyncRead + Unpin>(
             fields.bytes("node info", 4, MAX_INFO_LEN).await?,
         )),
         Kind::Handoff => Ok(Response::HandedOff),
+        Kind::Ack => Ok(Response::Acked),
         Kind::Subscribe => read_accepted_stream(fields).await,
     }
 }
@@ -543,6 +570,7 @@ mod tests {
         Subscribe(StreamRequest),
         Info,
         Handoff(u64),
+        Ack(u64, BTreeMap<String, Pos>),
     }
 
     impl Decoded {
@@ -551,6 +579,7 @@ mod tests {
                 Decoded::Subscribe(subscription) => Request::Subscribe(subscription),
                 Decoded::Info => Request::Info,
                 Decoded::Handoff(node_id) => Request::Handoff(*node_id),
+                Decoded::Ack(node_id, positions) => Request::Ack(*node_id, positions),
             }
         }
     }
@@ -562,6 +591,10 @@ mod tests {
             Kind::Subscribe => Decoded::Subscribe(read_subscription(&mut bytes).await?),
             Kind::Info => Decoded::Info,
             Kind::Handoff => Decoded::Handoff(read_handoff(&mut bytes).await?),
+            Kind::Ack => {
+                let (node_id, positions) = read_ack(&mut bytes).await?;
+                Decoded::Ack(node_id, positions)
+            }
         };
         assert!(bytes.is_empty(), "the header was read to its end");
         Ok((preamble, decoded))
@@ -581,6 +614,11 @@ mod tests {
             (Some(&b"token"[..]), Decoded::Handoff(0x0123_4567_89ab_cdef)),
             (None, Decoded::Handoff(0)),
             (None, Decoded::Handoff(u64::MAX)),
+            (
+                Some(&b"token"[..]),
+                Decoded::Ack(7, subscription().positions),
+            ),
+            (None, Decoded::Ack(u64::MAX, BTreeMap::new())),
         ];
         for (token, expected) in cases {
             let bytes = encode_request(token, expected.request()).unwrap();
@@ -638,6 +676,14 @@ mod tests {
                 },
             ),
             (Kind::Handoff, Response::HandedOff),
+            (Kind::Ack, Response::Acked),
+            (
+                Kind::Ack,
+                Response::Refused {
+                    status: 503,
+                    message: "this node is not the primary".into(),
+                },
+            ),
             (
                 Kind::Handoff,
                 Response::Refused {
@@ -682,7 +728,7 @@ mod tests {
         let mut bad = good.clone();
         bad[4] = 2;
         assert!(matches!(request(&bad).await, Err(HeaderError::Version(2))));
-        for kind in [0, 4, 9, u8::MAX] {
+        for kind in [0, 5, 9, u8::MAX] {
             let mut bad = good.clone();
             bad[5] = kind;
             assert!(

@@ -12,7 +12,8 @@ use quinn::{Endpoint, VarInt};
 use tokio::task::JoinHandle;
 
 use crate::header::{
-    encode_response, read_handoff, read_preamble, read_subscription, HeaderError, Kind, Response,
+    encode_response, read_ack, read_handoff, read_preamble, read_subscription, HeaderError, Kind,
+    Response,
 };
 use crate::{QuicError, QuicOptions, ALPN};
 
@@ -176,6 +177,26 @@ async fn stream(
             };
             drop(recv);
             handoff(send, node_id, peer, &shared).await;
+        }
+        Kind::Ack => {
+            let Some((node_id, positions)) =
+                header(deadline, read_ack(&mut recv), &mut send, peer).await
+            else {
+                return;
+            };
+            drop(recv);
+            match shared.service.ack(node_id, positions) {
+                Ok(()) => {
+                    if respond(&mut send, &Response::Acked).await {
+                        let _ = send.finish();
+                    }
+                }
+                Err(refusal) => {
+                    let node = format_node_id(node_id);
+                    tracing::debug!(%peer, %node, %refusal, "QUIC ack refused");
+                    refuse_with(&mut send, &refusal).await;
+                }
+            }
         }
         Kind::Subscribe => {
             let Some(request) =

@@ -1,0 +1,372 @@
+//! Power-loss tests: the real `ltxd` binary with its data directory on lossyfs
+//! (`tools/lossyfs`), which forgets every write not yet made durable when the power is cut. A
+//! trap cuts the power just before the n-th operation of some kind (an fsync under `segments/`,
+//! a rename under `snapshots/`, a write to the sled index, ...); the writer is then killed, the
+//! file system keeps only what was durable, and the node restarts from that.
+//!
+//! After every crash: `ltxd log verify` passes, no acknowledged transaction is missing, the
+//! database has the log's checksum, and a replica's log is a prefix of its primary's. Tens of
+//! crash points by default; set `LTXD_LONG=1` for more than 1,000. See docs/power-loss.md.
+
+mod common;
+mod power;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::Node;
+use ltxd::database::checksum_file;
+use ltxd::log::{Log, ReadFrom};
+use ltxd::ltx::{Checksum, TxId};
+use ltxd_lossyfs::{Mounted, Op};
+
+use power::{crash_points, wait_for_power_cut, Rig, Scenario, XorShift};
+
+/// Where the power is cut while `ltxd debug write-load` appends, compacts, snapshots and
+/// retains.
+const LOG_SCENARIOS: &[Scenario] = &[
+    Scenario::new("append fdatasync", &[Op::Fsync], "/segments/", 80),
+    Scenario::new("append write", &[Op::Write], "/segments/0", 300),
+    Scenario::new(
+        "segment creation",
+        &[Op::Create, Op::Fsyncdir],
+        "/segments",
+        12,
+    ),
+    Scenario::new(
+        "compaction rewrite",
+        &[Op::Write, Op::Fsync],
+        "/segments/.ltxd-",
+        40,
+    ),
+    Scenario::new("compaction rename", &[Op::Rename], "/segments/", 8),
+    Scenario::new(
+        "snapshot",
+        &[Op::Write, Op::Fsync, Op::Rename, Op::Fsyncdir],
+        "/snapshots",
+        30,
+    ),
+    Scenario::new("retention", &[Op::Unlink, Op::Fsyncdir], "/segments", 12),
+    Scenario::new("index", &[Op::Write, Op::Fsync, Op::Rename], "/index", 60),
+    Scenario::new("anything", &[], "", 3000),
+];
+
+/// A `write-load` process, killed when dropped.
+struct Writer {
+    child: Child,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn power_loss_during_log_writes_loses_no_acknowledged_append() {
+    let rig = Rig::new("log");
+    let points = crash_points(LOG_SCENARIOS.len() * 3, 1200);
+    let mut rng = XorShift(0x5eed_1055);
+    let mut total_acks = 0;
+    for point in 0..points {
+        let scenario = &LOG_SCENARIOS[point % LOG_SCENARIOS.len()];
+        let trap = scenario.trap(&mut rng);
+        let label = format!("crash point {point} ({}, n={})", scenario.name, trap.nth);
+        let mounted = rig.mount(Some(trap));
+        let data = mounted.mountpoint().join("data");
+        let mut writer = Writer {
+            child: Command::new(env!("CARGO_BIN_EXE_ltxd"))
+                .args(["debug", "write-load", "--count", "100000000"])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--seed", &point.to_string()])
+                .args(["--maintain-every", &(3 + rng.next() % 10).to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        let stdout = writer.child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|line| {
+                    let mut words = line.strip_prefix("ack ")?.split(' ');
+                    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+                })
+                .collect::<Vec<(TxId, Checksum)>>()
+        });
+        wait_for_power_cut(&mounted, &mut writer.child, &label);
+        drop(writer);
+        let acks = reader.join().unwrap();
+        total_acks += acks.len();
+        mounted.unmount().unwrap();
+
+        // The node restarts on what was durable.
+        let data = rig.live().join("data");
+        let verify = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(["log", "verify", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{label}: ltxd log verify failed: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let log = Log::open(&data).unwrap();
+        let Ok(dblog) = log.existing("load.db") else {
+            assert!(acks.is_empty(), "{label}: the log lost its database");
+            continue;
+        };
+        let head = dblog.head();
+        if let Some(&(last_txid, last_checksum)) = acks.last() {
+            assert!(
+                head.txid >= last_txid,
+                "{label}: head {head} lost acknowledged TXID {last_txid}"
+            );
+            if head.txid == last_txid {
+                assert_eq!(head.post_apply_checksum, last_checksum, "{label}");
+            }
+        }
+        let records = dblog.records();
+        for (txid, checksum) in &acks {
+            if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
+                assert_eq!(r.post_apply_checksum, *checksum, "{label}: TXID {txid}");
+            }
+        }
+        if head.txid > TxId::ZERO {
+            let restored = rig.scratch().join("restored.db");
+            ltxd::log::restore(&dblog, head.txid, &restored).unwrap();
+            assert_eq!(
+                checksum_file(&restored).unwrap().checksum,
+                head.post_apply_checksum,
+                "{label}: the restored database differs from the log"
+            );
+        }
+    }
+    assert!(
+        total_acks > points,
+        "the writer barely ran: {total_acks} acks in {points} crash points"
+    );
+}
+
+/// Where the power is cut on a primary taking commits through its mount.
+const PRIMARY_SCENARIOS: &[Scenario] = &[
+    Scenario::new("commit fdatasync", &[Op::Fsync], "/segments/", 40),
+    Scenario::new("database write", &[Op::Write], "/database", 60),
+    Scenario::new("commit write", &[Op::Write], "/segments/", 60),
+    Scenario::new("anything", &[], "", 600),
+];
+
+/// Where the power is cut on a replica applying its primary's commits.
+const REPLICA_SCENARIOS: &[Scenario] = &[
+    Scenario::new("replica log fdatasync", &[Op::Fsync], "/segments/", 40),
+    Scenario::new("replica apply", &[Op::Write], "/database", 60),
+    Scenario::new("anything", &[], "", 600),
+];
+
+/// Where the power is cut on a new replica (an empty data directory) joining: adopting the
+/// cluster ID, storing the epoch, and applying its first snapshot.
+const JOIN_SCENARIOS: &[Scenario] = &[
+    Scenario::new("cluster ID and epoch", &[Op::Rename], "", 2).before_start(),
+    Scenario::new(
+        "first snapshot",
+        &[Op::Write, Op::Fsync, Op::Rename],
+        "/dbs/",
+        30,
+    ),
+    Scenario::new("anything while joining", &[], "", 200),
+];
+
+/// A node's lossyfs rig, and the data directory in it the node uses.
+struct Machine {
+    rig: Rig,
+    node: Node,
+}
+
+impl Machine {
+    /// Moves `node`'s data directory onto a lossyfs rig. The node must be stopped.
+    fn new(name: &str, mut node: Node) -> Machine {
+        let rig = Rig::new(name);
+        let lossy = rig.mountpoint().join("data");
+        let old = node.data.display().to_string();
+        node.edit_config(|text| text.replace(&old, &lossy.display().to_string()));
+        node.data = lossy;
+        Machine { rig, node }
+    }
+
+    /// The data directory after an unmount.
+    fn live_data(&self) -> std::path::PathBuf {
+        self.rig.live().join("data")
+    }
+}
+
+/// Stops a node that has power (SIGTERM); kills one that lost it.
+fn halt(node: &mut Node, powered: bool) {
+    if powered {
+        node.stop();
+    } else {
+        node.kill();
+    }
+}
+
+#[test]
+fn power_loss_on_a_primary_or_its_replica_loses_no_acknowledged_commit() {
+    let mut primary = Node::primary();
+    let mut replica = Node::replica_of(&primary);
+    replica.stop();
+    primary.stop();
+    let mut primary = Machine::new("primary", primary);
+    let mut replica = Machine::new("replica", replica);
+    let points = crash_points(8, 80);
+    let mut rng = XorShift(0x5eed_2055);
+    let mut acked: Vec<i64> = Vec::new();
+    let mut next = 0i64;
+    for point in 0..points {
+        let target_primary = point % 3 == 0;
+        let joining = point % 3 == 2;
+        let scenarios = match (target_primary, joining) {
+            (true, _) => PRIMARY_SCENARIOS,
+            (false, true) => JOIN_SCENARIOS,
+            (false, false) => REPLICA_SCENARIOS,
+        };
+        let scenario = &scenarios[(point / 3) % scenarios.len()];
+        let trap = scenario.trap(&mut rng);
+        let who = if target_primary { "primary" } else { "replica" };
+        let label = format!(
+            "crash point {point} ({who}: {}, n={})",
+            scenario.name, trap.nth
+        );
+        if joining {
+            std::fs::remove_dir_all(replica.rig.live().join("data")).ok();
+        }
+        let plossy = primary.rig.mount(None);
+        let rlossy = replica.rig.mount(None);
+        let target: &Mounted = if target_primary { &plossy } else { &rlossy };
+        primary.node.start();
+        if scenario.before_start {
+            target.arm(trap.clone());
+        }
+        replica.node.start();
+        if !scenario.before_start {
+            target.arm(trap.clone());
+        }
+
+        // Every commit acknowledged before is still there, on the restarted primary.
+        let present = rows(&primary.node);
+        let lost: Vec<&i64> = acked.iter().filter(|i| !present.contains(i)).collect();
+        assert!(lost.is_empty(), "{label}: acknowledged rows lost: {lost:?}");
+
+        // Commit until the power goes.
+        {
+            let conn = rusqlite::Connection::open(primary.node.path("app.db")).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            conn.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY)", [])
+                .unwrap();
+            let start = std::time::Instant::now();
+            while target.power_cut().is_none() {
+                let done = conn.execute("INSERT INTO t VALUES (?1)", [next]);
+                if done.is_ok() {
+                    acked.push(next);
+                } else {
+                    assert!(
+                        target_primary,
+                        "{label}: a commit failed on a primary with power: {done:?}"
+                    );
+                }
+                next += 1;
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(120),
+                    "{label}: the trap never fired: {:?}",
+                    target.report().counts
+                );
+            }
+        }
+        eprintln!("{label}: {}", target.power_cut().unwrap_or_default());
+        halt(&mut replica.node, target_primary);
+        halt(&mut primary.node, !target_primary);
+        plossy.unmount().unwrap();
+        rlossy.unmount().unwrap();
+
+        // The node that stopped cleanly has a database file at its log's head.
+        let clean = if target_primary { &replica } else { &primary };
+        check_database_matches_log(&clean.live_data(), &label);
+
+        // What survived verifies, and the replica's log is a prefix of the primary's.
+        for machine in [&primary, &replica] {
+            let data = machine.live_data();
+            if !data.join("dbs").exists() {
+                continue;
+            }
+            let verify = std::process::Command::new(env!("CARGO_BIN_EXE_ltxd"))
+                .args(["log", "verify", "--data-dir"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(
+                verify.status.success(),
+                "{label}: ltxd log verify failed: {}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+        }
+        check_prefix(&primary.live_data(), &replica.live_data(), &label);
+    }
+}
+
+/// The rows of table `t` on `node` (none before the table exists).
+fn rows(node: &Node) -> Vec<i64> {
+    match node.sqlite_result("app.db", "SELECT i FROM t;") {
+        Ok(out) => out.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+        Err(err) if err.contains("no such table") => Vec::new(),
+        Err(err) => panic!("{err}\n{}", node.daemon_log()),
+    }
+}
+
+/// The database file in the data directory `data` has its log's head checksum.
+fn check_database_matches_log(data: &std::path::Path, label: &str) {
+    let Ok(log) = Log::open(data) else {
+        panic!("{label}: the log in {} does not open", data.display());
+    };
+    let Ok(db) = log.existing("app.db") else {
+        return;
+    };
+    let head = db.head();
+    if head.txid == TxId::ZERO {
+        return;
+    }
+    let file = db.layout().database_file();
+    assert_eq!(
+        checksum_file(&file).unwrap().checksum,
+        head.post_apply_checksum,
+        "{label}: {} differs from its log's head {head}",
+        file.display()
+    );
+}
+
+/// The replica's log ends at a position of the primary's history.
+fn check_prefix(primary: &std::path::Path, replica: &std::path::Path, label: &str) {
+    let Ok(rlog) = Log::open(replica) else {
+        panic!("{label}: the replica's log does not open");
+    };
+    let Ok(rdb) = rlog.existing("app.db") else {
+        return;
+    };
+    let plog = Log::open(primary).unwrap();
+    let pdb = plog.existing("app.db").unwrap();
+    let head = rdb.head();
+    assert!(
+        head.txid <= pdb.head().txid,
+        "{label}: the replica's head {head} is past the primary's {}",
+        pdb.head()
+    );
+    assert_ne!(
+        pdb.read_from(head),
+        ReadFrom::Diverged,
+        "{label}: the replica's head {head} is not in the primary's history"
+    );
+}
