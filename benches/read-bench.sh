@@ -5,6 +5,7 @@
 #
 # Usage: benches/read-bench.sh [read_bench.py args...]
 #   e.g. --rows 200000 --secs 3 --readers 8 --write-rate 150 --modes WAL,DELETE
+#        --compare OLD_LTXD (a second build measured in the same run, cases named before:*)
 #        --dir /work/bench-tmp --max-load 1.5
 #   CARGO_TARGET_DIR is honoured. READ_BENCH_OUT overrides the output file.
 #

@@ -255,8 +255,9 @@ impl Shared {
         Ok(())
     }
 
-    /// [`Shared::act`] up to the commit gate: returns the commit captured, if any.
-    fn capture_or_refuse(
+    /// [`Shared::act`] up to the commit gate: returns the commit captured, if any, which must
+    /// then pass the gate ([`gate::wait`] or [`gate::answer_after`]) before it is answered.
+    pub(super) fn capture_or_refuse(
         &self,
         ino: Option<u64>,
         verdict: Verdict,
@@ -762,7 +763,7 @@ impl Filesystem for LtxdFs {
         reply: ReplyWrite,
     ) {
         self.note_request();
-        let result = (|| -> Result<(), Errno> {
+        let result = (|| -> Result<Option<Committed>, Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
             let ino = names::inode(db, kind);
             let flag = match kind {
@@ -785,15 +786,19 @@ impl Filesystem for LtxdFs {
             }
             let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+            let mut committed = None;
             if verdict == Verdict::CommitWal {
                 // The page completes the commit frame: the log gets the commit before SQLite
                 // learns that the write succeeded and publishes the frame in the WAL index.
-                if let Err(e) = self.shared.act(Some(ino), verdict) {
-                    // The log does not have the commit: its frame must not count as committed
-                    // if SQLite ever recovers the WAL.
-                    let header = offset - WAL_FRAME_HEADER_LEN;
-                    let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
-                    return Err(e);
+                match self.shared.capture_or_refuse(Some(ino), verdict) {
+                    Ok(c) => committed = c,
+                    Err(e) => {
+                        // The log does not have the commit: its frame must not count as
+                        // committed if SQLite ever recovers the WAL.
+                        let header = offset - WAL_FRAME_HEADER_LEN;
+                        let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
+                        return Err(e);
+                    }
                 }
             }
             let counters = capture.counters();
@@ -812,10 +817,16 @@ impl Filesystem for LtxdFs {
                 FileKind::Shm => counters.shm_writes.inc(),
                 FileKind::Pos => {}
             }
-            Ok(())
+            Ok(committed)
         })();
+        // A WAL commit is answered once it has passed the commit gate, off this thread.
+        let len = data.len() as u32;
         match result {
-            Ok(()) => reply.written(data.len() as u32),
+            Ok(committed) => {
+                gate::answer_after(self.shared.commit_gate.get(), committed, move || {
+                    reply.written(len)
+                })
+            }
             Err(e) => reply.error(e),
         }
     }
