@@ -18,7 +18,7 @@ use common::Node;
 use ltxd::database::checksum_file;
 use ltxd::log::{Log, ReadFrom};
 use ltxd::ltx::{Checksum, TxId};
-use ltxd_lossyfs::{Mounted, Op};
+use ltxd_lossyfs::{Action, Mounted, Op, Trap};
 
 use power::{crash_points, wait_for_power_cut, Rig, Scenario, XorShift};
 
@@ -63,6 +63,90 @@ impl Drop for Writer {
     }
 }
 
+/// Starts `ltxd debug write-load` on the data directory `data`; the thread returns the
+/// `(TXID, checksum)` pairs it acknowledged once it ends.
+fn spawn_writer(
+    data: &std::path::Path,
+    seed: usize,
+    maintain_every: u64,
+) -> (Writer, std::thread::JoinHandle<Vec<(TxId, Checksum)>>) {
+    let mut writer = Writer {
+        child: Command::new(env!("CARGO_BIN_EXE_ltxd"))
+            .args(["debug", "write-load", "--count", "100000000"])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--seed", &seed.to_string()])
+            .args(["--maintain-every", &maintain_every.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let stdout = writer.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("ack ")?.split(' ');
+                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+            })
+            .collect::<Vec<(TxId, Checksum)>>()
+    });
+    (writer, reader)
+}
+
+/// After a power cut: the log in `data` verifies, holds every acknowledged append, and restores
+/// a database with its head's checksum.
+fn check_log(
+    data: &std::path::Path,
+    scratch: &std::path::Path,
+    acks: &[(TxId, Checksum)],
+    label: &str,
+) {
+    let verify = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+        .args(["log", "verify", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{label}: ltxd log verify failed: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let log = Log::open(data).unwrap();
+    let Ok(dblog) = log.existing("load.db") else {
+        assert!(acks.is_empty(), "{label}: the log lost its database");
+        return;
+    };
+    let head = dblog.head();
+    if let Some(&(last_txid, last_checksum)) = acks.last() {
+        assert!(
+            head.txid >= last_txid,
+            "{label}: head {head} lost acknowledged TXID {last_txid}"
+        );
+        if head.txid == last_txid {
+            assert_eq!(head.post_apply_checksum, last_checksum, "{label}");
+        }
+    }
+    let records = dblog.records();
+    for (txid, checksum) in acks {
+        if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
+            assert_eq!(r.post_apply_checksum, *checksum, "{label}: TXID {txid}");
+        }
+    }
+    if head.txid > TxId::ZERO {
+        let restored = scratch.join("restored.db");
+        ltxd::log::restore(&dblog, head.txid, &restored).unwrap();
+        assert_eq!(
+            checksum_file(&restored).unwrap().checksum,
+            head.post_apply_checksum,
+            "{label}: the restored database differs from the log"
+        );
+    }
+}
+
 #[test]
 fn power_loss_during_log_writes_loses_no_acknowledged_append() {
     let rig = Rig::new("log");
@@ -75,83 +159,70 @@ fn power_loss_during_log_writes_loses_no_acknowledged_append() {
         let label = format!("crash point {point} ({}, n={})", scenario.name, trap.nth);
         let mounted = rig.mount(Some(trap));
         let data = mounted.mountpoint().join("data");
-        let mut writer = Writer {
-            child: Command::new(env!("CARGO_BIN_EXE_ltxd"))
-                .args(["debug", "write-load", "--count", "100000000"])
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["--seed", &point.to_string()])
-                .args(["--maintain-every", &(3 + rng.next() % 10).to_string()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        };
-        let stdout = writer.child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|line| {
-                    let mut words = line.strip_prefix("ack ")?.split(' ');
-                    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-                })
-                .collect::<Vec<(TxId, Checksum)>>()
-        });
+        let (mut writer, reader) = spawn_writer(&data, point, 3 + rng.next() % 10);
         wait_for_power_cut(&mounted, &mut writer.child, &label);
         drop(writer);
         let acks = reader.join().unwrap();
         total_acks += acks.len();
         mounted.unmount().unwrap();
-
         // The node restarts on what was durable.
-        let data = rig.live().join("data");
-        let verify = Command::new(env!("CARGO_BIN_EXE_ltxd"))
-            .args(["log", "verify", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "{label}: ltxd log verify failed: {}{}",
-            String::from_utf8_lossy(&verify.stdout),
-            String::from_utf8_lossy(&verify.stderr)
-        );
-        let log = Log::open(&data).unwrap();
-        let Ok(dblog) = log.existing("load.db") else {
-            assert!(acks.is_empty(), "{label}: the log lost its database");
-            continue;
-        };
-        let head = dblog.head();
-        if let Some(&(last_txid, last_checksum)) = acks.last() {
-            assert!(
-                head.txid >= last_txid,
-                "{label}: head {head} lost acknowledged TXID {last_txid}"
-            );
-            if head.txid == last_txid {
-                assert_eq!(head.post_apply_checksum, last_checksum, "{label}");
-            }
-        }
-        let records = dblog.records();
-        for (txid, checksum) in &acks {
-            if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
-                assert_eq!(r.post_apply_checksum, *checksum, "{label}: TXID {txid}");
-            }
-        }
-        if head.txid > TxId::ZERO {
-            let restored = rig.scratch().join("restored.db");
-            ltxd::log::restore(&dblog, head.txid, &restored).unwrap();
-            assert_eq!(
-                checksum_file(&restored).unwrap().checksum,
-                head.post_apply_checksum,
-                "{label}: the restored database differs from the log"
-            );
-        }
+        check_log(&rig.live().join("data"), &rig.scratch(), &acks, &label);
     }
     assert!(
         total_acks > points,
         "the writer barely ran: {total_acks} acks in {points} crash points"
     );
+}
+
+/// A process that crashed (SIGKILL: the page cache keeps its writes) left files and names its
+/// successor must make durable before it builds on them: a crash between creating a segment and
+/// syncing its directory, then appends by the next process, then a power loss.
+#[test]
+fn a_process_crash_then_a_power_loss_loses_no_acknowledged_append() {
+    let rig = Rig::new("kill");
+    let points = crash_points(12, 200);
+    let mut rng = XorShift(0x5eed_3055);
+    for point in 0..points {
+        let kill = Trap {
+            ops: vec![Op::Fsyncdir],
+            path_contains: "/segments".into(),
+            nth: 1 + rng.next() % 4,
+            action: Action::KillCaller,
+        };
+        let label = format!("crash point {point} (killed at fsyncdir #{})", kill.nth);
+        let mounted = rig.mount(Some(kill));
+        let data = mounted.mountpoint().join("data");
+        let (mut first, first_reader) = spawn_writer(&data, point, 2 + rng.next() % 4);
+        let start = std::time::Instant::now();
+        while first.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "{label}: the kill trap never fired"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            mounted.killed().is_some(),
+            "{label}: the writer exited by itself"
+        );
+        drop(first);
+        let mut acks = first_reader.join().unwrap();
+
+        let cut = Trap {
+            ops: vec![Op::Fsync],
+            path_contains: "/segments/".into(),
+            nth: 1 + rng.next() % 10,
+            action: Action::CutPower,
+        };
+        let label = format!("{label}, then power cut at fsync #{}", cut.nth);
+        mounted.arm(cut);
+        let (mut second, second_reader) = spawn_writer(&data, point + 1000, 1000);
+        wait_for_power_cut(&mounted, &mut second.child, &label);
+        drop(second);
+        acks.extend(second_reader.join().unwrap());
+        mounted.unmount().unwrap();
+        check_log(&rig.live().join("data"), &rig.scratch(), &acks, &label);
+    }
 }
 
 /// Where the power is cut on a primary taking commits through its mount.

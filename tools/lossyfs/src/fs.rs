@@ -30,8 +30,11 @@ impl LossyFs {
         LossyFs { disk }
     }
 
-    fn disk(&self) -> MutexGuard<'_, Disk> {
-        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    /// The disk, noting that `req`'s process is the caller.
+    fn disk_for(&self, req: &Request) -> MutexGuard<'_, Disk> {
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        disk.set_caller(req.pid());
+        disk
     }
 
     fn attr(&self, disk: &Disk, ino: u64, fh: Option<u64>) -> io::Result<FileAttr> {
@@ -90,8 +93,8 @@ fn wants_write(flags: OpenFlags) -> bool {
 }
 
 impl Filesystem for LossyFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let disk = self.disk();
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let disk = self.disk_for(req);
         match disk
             .lookup(parent.0, name)
             .and_then(|ino| self.attr(&disk, ino, None))
@@ -101,8 +104,8 @@ impl Filesystem for LossyFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let disk = self.disk();
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let disk = self.disk_for(req);
         match self.attr(&disk, ino.0, fh.map(|f| f.0)) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(errno(e)),
@@ -111,7 +114,7 @@ impl Filesystem for LossyFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         _uid: Option<u32>,
@@ -127,7 +130,7 @@ impl Filesystem for LossyFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut disk = self.disk();
+        let mut disk = self.disk_for(req);
         let fh = fh.map(|f| f.0);
         let result = (|| {
             if let Some(size) = size {
@@ -146,14 +149,14 @@ impl Filesystem for LossyFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut disk = self.disk();
+        let mut disk = self.disk_for(req);
         match disk
             .mkdir(parent.0, name, mode & !umask)
             .and_then(|ino| self.attr(&disk, ino, None))
@@ -163,15 +166,15 @@ impl Filesystem for LossyFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk().unlink(parent.0, name) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.disk_for(req).unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk().rmdir(parent.0, name) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.disk_for(req).rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -179,7 +182,7 @@ impl Filesystem for LossyFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -195,7 +198,7 @@ impl Filesystem for LossyFs {
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         match self
-            .disk()
+            .disk_for(req)
             .rename(parent.0, name, newparent.0, newname, no_replace)
         {
             Ok(()) => reply.ok(),
@@ -203,8 +206,8 @@ impl Filesystem for LossyFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mut disk = self.disk();
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut disk = self.disk_for(req);
         let result = (|| {
             let fh = disk.open(ino.0, wants_write(flags))?;
             if flags.0 & libc::O_TRUNC != 0 {
@@ -220,7 +223,7 @@ impl Filesystem for LossyFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -228,7 +231,7 @@ impl Filesystem for LossyFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut disk = self.disk();
+        let mut disk = self.disk_for(req);
         let exclusive = flags & libc::O_EXCL != 0;
         let result = (|| {
             let (ino, fh) = disk.create(parent.0, name, mode & !umask, exclusive)?;
@@ -251,7 +254,7 @@ impl Filesystem for LossyFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -260,7 +263,7 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.disk().read(fh.0, offset, size as usize) {
+        match self.disk_for(req).read(fh.0, offset, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
@@ -268,7 +271,7 @@ impl Filesystem for LossyFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -278,7 +281,7 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.disk().write(fh.0, offset, data) {
+        match self.disk_for(req).write(fh.0, offset, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -297,7 +300,7 @@ impl Filesystem for LossyFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -305,26 +308,26 @@ impl Filesystem for LossyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.disk().release(fh.0);
+        self.disk_for(req).release(fh.0);
         reply.ok();
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk().fsync(ino.0, Some(fh.0)) {
+        match self.disk_for(req).fsync(ino.0, Some(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.disk().kind(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.disk_for(req).kind(ino.0) {
             Ok(Kind::Dir) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(Kind::File) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(e)),
@@ -333,13 +336,13 @@ impl Filesystem for LossyFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.disk().read_dir(ino.0) {
+        let entries = match self.disk_for(req).read_dir(ino.0) {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(e)),
         };
@@ -362,20 +365,20 @@ impl Filesystem for LossyFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk().fsyncdir(ino.0) {
+        match self.disk_for(req).fsyncdir(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let live = match self.disk().live_path(crate::disk::ROOT) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let live = match self.disk_for(req).live_path(crate::disk::ROOT) {
             Ok(live) => live,
             Err(e) => return reply.error(errno(e)),
         };
@@ -394,8 +397,8 @@ impl Filesystem for LossyFs {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.disk().kind(ino.0) {
+    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self.disk_for(req).kind(ino.0) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use disk::{Op, Report, Trap};
+pub use disk::{Action, Op, Report, Trap};
 
 use disk::Disk;
 use fuser::{Config, MountOption, SessionACL};
@@ -88,6 +88,11 @@ impl Mounted {
     /// Why the power was cut, if it was.
     pub fn power_cut(&self) -> Option<String> {
         self.disk().power_cut().map(str::to_string)
+    }
+
+    /// Which operation's caller a trap killed, if one did.
+    pub fn killed(&self) -> Option<String> {
+        self.disk().killed().map(str::to_string)
     }
 
     /// What the session has done so far.
