@@ -2,12 +2,13 @@
 //! snapshots and retention, never loses an acknowledged append or breaks the chain. 20 trials by
 //! default; set `LTXD_LONG=1` for 100.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ltxd::database::checksum_file;
 use ltxd::log::Log;
 use ltxd::ltx::{Checksum, TxId};
 
@@ -75,34 +76,7 @@ fn sigkill_during_appends_and_compactions_loses_no_acknowledged_append() {
             "trial {trial}: {:?}",
             verification.faults
         );
-        let head = dblog.head();
-        if let Some(&(last_txid, last_checksum)) = acks.last() {
-            assert!(
-                head.txid >= last_txid,
-                "trial {trial}: head {head} lost acknowledged TXID {last_txid}"
-            );
-            if head.txid == last_txid {
-                assert_eq!(head.post_apply_checksum, last_checksum, "trial {trial}");
-            }
-        }
-        let records = dblog.records();
-        for (txid, checksum) in &acks {
-            if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
-                assert_eq!(
-                    r.post_apply_checksum, *checksum,
-                    "trial {trial}: TXID {txid}"
-                );
-            }
-        }
-        if head.txid > TxId::ZERO {
-            let restored = dir.path().join("restored.db");
-            ltxd::log::restore(&dblog, head.txid, &restored).unwrap();
-            assert_eq!(
-                checksum_file(&restored).unwrap().checksum,
-                head.post_apply_checksum,
-                "trial {trial}"
-            );
-        }
+        common::assert_acknowledged_kept(&dblog, &acks, dir.path(), &format!("trial {trial}"));
     }
     assert!(
         total_acks > trials as usize * 5,

@@ -482,3 +482,39 @@ impl Drop for Node {
         detach(&self.mnt);
     }
 }
+
+/// A crash test's checks of a log after a crash: every acknowledged `(TXID, checksum)` is kept
+/// (the head is at or past the last one, and a record ending at an acknowledged TXID has its
+/// checksum), and the database restored at the head into `scratch` has the head's checksum.
+pub fn assert_acknowledged_kept(
+    dblog: &ltxd::log::DatabaseLog,
+    acks: &[(ltxd::ltx::TxId, ltxd::ltx::Checksum)],
+    scratch: &Path,
+    label: &str,
+) {
+    let head = dblog.head();
+    if let Some(&(last_txid, last_checksum)) = acks.last() {
+        assert!(
+            head.txid >= last_txid,
+            "{label}: head {head} lost acknowledged TXID {last_txid}"
+        );
+        if head.txid == last_txid {
+            assert_eq!(head.post_apply_checksum, last_checksum, "{label}");
+        }
+    }
+    let records = dblog.records();
+    for (txid, checksum) in acks {
+        if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
+            assert_eq!(r.post_apply_checksum, *checksum, "{label}: TXID {txid}");
+        }
+    }
+    if head.txid > ltxd::ltx::TxId::ZERO {
+        let restored = scratch.join("restored.db");
+        ltxd::log::restore(dblog, head.txid, &restored).unwrap();
+        assert_eq!(
+            ltxd::database::checksum_file(&restored).unwrap().checksum,
+            head.post_apply_checksum,
+            "{label}: the restored database differs from the log"
+        );
+    }
+}
