@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ltxd::log::Log;
@@ -19,34 +17,9 @@ fn run_and_kill(
     maintain_every: u64,
     delay: Duration,
 ) -> Vec<(TxId, Checksum)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
-        .args(["debug", "write-load", "--count", "100000000"])
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--maintain-every",
-            &maintain_every.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| {
-                let mut words = line.strip_prefix("ack ")?.split(' ');
-                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-            })
-            .collect::<Vec<(TxId, Checksum)>>()
-    });
+    let (writer, reader) = common::spawn_write_load(data, seed, maintain_every);
     std::thread::sleep(delay);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(writer);
     reader.join().unwrap()
 }
 

@@ -11,10 +11,9 @@
 mod common;
 mod power;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::Node;
+use common::{spawn_write_load, Node};
 use ltxd::database::checksum_file;
 use ltxd::log::{Log, ReadFrom};
 use ltxd::ltx::{Checksum, TxId};
@@ -50,51 +49,6 @@ const LOG_SCENARIOS: &[Scenario] = &[
     Scenario::new("index", &[Op::Write, Op::Fsync, Op::Rename], "/index", 60),
     Scenario::new("anything", &[], "", 3000),
 ];
-
-/// A `write-load` process, killed when dropped.
-struct Writer {
-    child: Child,
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ltxd debug write-load` on the data directory `data`; the thread returns the
-/// `(TXID, checksum)` pairs it acknowledged once it ends.
-fn spawn_writer(
-    data: &std::path::Path,
-    seed: usize,
-    maintain_every: u64,
-) -> (Writer, std::thread::JoinHandle<Vec<(TxId, Checksum)>>) {
-    let mut writer = Writer {
-        child: Command::new(env!("CARGO_BIN_EXE_ltxd"))
-            .args(["debug", "write-load", "--count", "100000000"])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--seed", &seed.to_string()])
-            .args(["--maintain-every", &maintain_every.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let stdout = writer.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| {
-                let mut words = line.strip_prefix("ack ")?.split(' ');
-                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-            })
-            .collect::<Vec<(TxId, Checksum)>>()
-    });
-    (writer, reader)
-}
 
 /// After a power cut: the log in `data` verifies, holds every acknowledged append, and restores
 /// a database with its head's checksum.
@@ -135,7 +89,7 @@ fn power_loss_during_log_writes_loses_no_acknowledged_append() {
         let label = format!("crash point {point} ({}, n={})", scenario.name, trap.nth);
         let mounted = rig.mount(Some(trap));
         let data = mounted.mountpoint().join("data");
-        let (mut writer, reader) = spawn_writer(&data, point, 3 + rng.next() % 10);
+        let (mut writer, reader) = spawn_write_load(&data, point as u64, 3 + rng.next() % 10);
         wait_for_power_cut(&mounted, &mut writer.child, &label);
         drop(writer);
         let acks = reader.join().unwrap();
@@ -169,7 +123,7 @@ fn a_process_crash_then_a_power_loss_loses_no_acknowledged_append() {
         let label = format!("crash point {point} (killed at fsyncdir #{})", kill.nth);
         let mounted = rig.mount(Some(kill));
         let data = mounted.mountpoint().join("data");
-        let (mut first, first_reader) = spawn_writer(&data, point, 2 + rng.next() % 4);
+        let (mut first, first_reader) = spawn_write_load(&data, point as u64, 2 + rng.next() % 4);
         let start = std::time::Instant::now();
         while first.child.try_wait().unwrap().is_none() {
             assert!(
@@ -193,7 +147,7 @@ fn a_process_crash_then_a_power_loss_loses_no_acknowledged_append() {
         };
         let label = format!("{label}, then power cut at fsync #{}", cut.nth);
         mounted.arm(cut);
-        let (mut second, second_reader) = spawn_writer(&data, point + 1000, 1000);
+        let (mut second, second_reader) = spawn_write_load(&data, point as u64 + 1000, 1000);
         wait_for_power_cut(&mounted, &mut second.child, &label);
         drop(second);
         acks.extend(second_reader.join().unwrap());

@@ -518,3 +518,51 @@ pub fn assert_acknowledged_kept(
         );
     }
 }
+
+/// An `ltxd debug write-load` process, killed when dropped.
+pub struct WriteLoad {
+    /// The process.
+    pub child: Child,
+}
+
+impl Drop for WriteLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ltxd debug write-load` on the data directory `data`, appending until killed; the
+/// thread returns the `(TXID, checksum)` pairs it acknowledged once the process ends.
+pub fn spawn_write_load(
+    data: &Path,
+    seed: u64,
+    maintain_every: u64,
+) -> (
+    WriteLoad,
+    std::thread::JoinHandle<Vec<(ltxd::ltx::TxId, ltxd::ltx::Checksum)>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+        .args(["debug", "write-load", "--count", "100000000"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--seed", &seed.to_string()])
+        .args(["--maintain-every", &maintain_every.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("ack ")?.split(' ');
+                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+            })
+            .collect()
+    });
+    (WriteLoad { child }, reader)
+}

@@ -88,6 +88,27 @@ fn kind_of(kind: Kind) -> FileType {
     }
 }
 
+fn reply_entry(reply: ReplyEntry, attr: io::Result<FileAttr>) {
+    match attr {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, attr: io::Result<FileAttr>) {
+    match attr {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: io::Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn wants_write(flags: OpenFlags) -> bool {
     flags.0 & libc::O_ACCMODE != libc::O_RDONLY
 }
@@ -95,21 +116,15 @@ fn wants_write(flags: OpenFlags) -> bool {
 impl Filesystem for LossyFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let disk = self.disk_for(req);
-        match disk
+        let attr = disk
             .lookup(parent.0, name)
-            .and_then(|ino| self.attr(&disk, ino, None))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+            .and_then(|ino| self.attr(&disk, ino, None));
+        reply_entry(reply, attr);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let disk = self.disk_for(req);
-        match self.attr(&disk, ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_attr(reply, self.attr(&disk, ino.0, fh.map(|f| f.0)));
     }
 
     fn setattr(
@@ -141,10 +156,7 @@ impl Filesystem for LossyFs {
             }
             self.attr(&disk, ino.0, fh)
         })();
-        match result {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_attr(reply, result);
     }
 
     fn mkdir(
@@ -157,27 +169,18 @@ impl Filesystem for LossyFs {
         reply: ReplyEntry,
     ) {
         let mut disk = self.disk_for(req);
-        match disk
+        let attr = disk
             .mkdir(parent.0, name, mode & !umask)
-            .and_then(|ino| self.attr(&disk, ino, None))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+            .and_then(|ino| self.attr(&disk, ino, None));
+        reply_entry(reply, attr);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk_for(req).unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).unlink(parent.0, name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk_for(req).rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).rmdir(parent.0, name));
     }
 
     fn rename(
@@ -197,13 +200,11 @@ impl Filesystem for LossyFs {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self
-            .disk_for(req)
-            .rename(parent.0, name, newparent.0, newname, no_replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(
+            reply,
+            self.disk_for(req)
+                .rename(parent.0, name, newparent.0, newname, no_replace),
+        );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -320,10 +321,7 @@ impl Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk_for(req).fsync(ino.0, Some(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).fsync(ino.0, Some(fh.0)));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -371,10 +369,7 @@ impl Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk_for(req).fsyncdir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).fsyncdir(ino.0));
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
