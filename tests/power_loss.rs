@@ -46,7 +46,19 @@ const LOG_SCENARIOS: &[Scenario] = &[
         30,
     ),
     Scenario::new("retention", &[Op::Unlink, Op::Fsyncdir], "/segments", 12),
-    Scenario::new("index", &[Op::Write, Op::Fsync, Op::Rename], "/index", 60),
+    Scenario::new(
+        "index writes",
+        &[Op::Write, Op::Fsync, Op::Rename],
+        "/index",
+        60,
+    ),
+    // The index is deleted first, so that the writer rebuilds it as it opens the log.
+    Scenario::new(
+        "index rebuild",
+        &[Op::Write, Op::Fsync, Op::Rename],
+        "/index",
+        20,
+    ),
     Scenario::new("anything", &[], "", 3000),
 ];
 
@@ -87,6 +99,9 @@ fn power_loss_during_log_writes_loses_no_acknowledged_append() {
         let scenario = &LOG_SCENARIOS[point % LOG_SCENARIOS.len()];
         let trap = scenario.trap(&mut rng);
         let label = format!("crash point {point} ({}, n={})", scenario.name, trap.nth);
+        if scenario.name == "index rebuild" {
+            let _ = std::fs::remove_dir_all(rig.live().join("data/index"));
+        }
         let mounted = rig.mount(Some(trap));
         let data = mounted.mountpoint().join("data");
         let (mut writer, reader) = spawn_write_load(&data, point as u64, 3 + rng.next() % 10);
