@@ -180,6 +180,10 @@ const PRIMARY_SCENARIOS: &[Scenario] = &[
     Scenario::new("anything", &[], "", 600),
 ];
 
+/// The primary's "database write" scenario in WAL mode, where SQLite writes its commits to the
+/// WAL instead.
+const WAL_WRITE: Scenario = Scenario::new("WAL write", &[Op::Write], "/wal", 60);
+
 /// Where the power is cut on a replica applying its primary's commits.
 const REPLICA_SCENARIOS: &[Scenario] = &[
     Scenario::new("replica log fdatasync", &[Op::Fsync], "/segments/", 40),
@@ -253,10 +257,18 @@ fn power_loss_on_a_primary_or_its_replica_loses_no_acknowledged_commit() {
             (false, false) => REPLICA_SCENARIOS,
         };
         let scenario = &scenarios[(point / 3) % scenarios.len()];
+        // Every other round of three crash points runs in WAL mode.
+        let wal = (point / 3) % 2 == 1;
+        let scenario = if wal && scenario.name == "database write" {
+            &WAL_WRITE
+        } else {
+            scenario
+        };
         let trap = scenario.trap(&mut rng);
         let who = if target_primary { "primary" } else { "replica" };
+        let mode = if wal { "WAL" } else { "DELETE" };
         let label = format!(
-            "crash point {point} ({who}: {}, n={})",
+            "crash point {point} ({who}, {mode}: {}, n={})",
             scenario.name, trap.nth
         );
         if joining {
@@ -270,9 +282,6 @@ fn power_loss_on_a_primary_or_its_replica_loses_no_acknowledged_commit() {
             target.arm(trap.clone());
         }
         replica.node.start();
-        if !scenario.before_start {
-            target.arm(trap.clone());
-        }
 
         // Every commit acknowledged before is still there, on the restarted primary.
         let present = rows(&primary.node);
@@ -286,6 +295,10 @@ fn power_loss_on_a_primary_or_its_replica_loses_no_acknowledged_commit() {
                 .unwrap();
             conn.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY)", [])
                 .unwrap();
+            conn.pragma_update(None, "journal_mode", mode).unwrap();
+            if !scenario.before_start {
+                target.arm(trap.clone());
+            }
             let start = std::time::Instant::now();
             while target.power_cut().is_none() {
                 let done = conn.execute("INSERT INTO t VALUES (?1)", [next]);
