@@ -117,6 +117,20 @@ fn capture_failed(db: &str, err: &CaptureError) -> Errno {
     Errno::EIO
 }
 
+/// Captures a WAL commit, retrying until it is in the log. It cannot be refused: it is captured
+/// at the unlock (or close) that ends the write transaction, and SQLite ignores the result of
+/// both and reports the commit as done. So the unlock is answered only once the commit is
+/// durable, and a log that cannot take it (a failing or full disk) holds the writer's commit
+/// until it can, instead of acknowledging a commit that is not in the log.
+fn commit_wal_or_wait(capture: &Capture) {
+    let mut delay = Duration::from_millis(10);
+    while let Err(err) = capture.commit_wal() {
+        tracing::error!(db = capture.name(), %err, retry_in = ?delay, "WAL commit capture failed; the commit waits until the log takes it");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
 impl LtxdFs {
     /// The state shared with the applier of replicated LTX files.
     pub fn applier(&self) -> super::Applier {
@@ -260,7 +274,10 @@ impl Shared {
         let capture = self.capture(db).ok_or(Errno::ENOENT)?;
         let captured = match commit {
             Verdict::CommitJournal => capture.commit_journal().map(drop),
-            Verdict::CommitWal => capture.commit_wal().map(drop),
+            Verdict::CommitWal => {
+                commit_wal_or_wait(&capture);
+                Ok(())
+            }
             _ => {
                 capture.wal_reset();
                 Ok(())
