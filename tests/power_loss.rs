@@ -239,6 +239,22 @@ fn halt(node: &mut Node, powered: bool) {
         node.stop();
     } else {
         node.kill();
+        detach(&node.mnt);
+    }
+}
+
+/// Detaches the dead mount a killed node left, so that its next start waits for the new one
+/// (the kernel may answer a `stat` of the dead mount from its cache for a while).
+fn detach(dir: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let name = dir.display().to_string();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(name.as_str()))
+    {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
@@ -330,7 +346,7 @@ fn power_loss_on_a_primary_or_its_replica_loses_no_acknowledged_commit() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         if target_primary {
-            primary.node.kill();
+            halt(&mut primary.node, false);
         }
         let (new_acks, after) = writer
             .join()
