@@ -113,19 +113,22 @@ pub fn remove_files<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> io::R
     dirs.iter().try_for_each(|dir| sync_dir(dir))
 }
 
-/// Creates a directory and its parents, fsyncing each parent that gained an entry.
+/// Creates a directory and its parents, and makes each one's entry durable: it fsyncs the
+/// parent of every level, including those that already existed, since a process that crashed
+/// may have created them without a sync. A parent this process may not open is skipped.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         create_dir_all(parent)?;
     }
     match fs::create_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        other => other?,
+    }
+    match sync_dir(&parent_dir(dir)) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && parent.is_some() => Ok(()),
         other => other,
-    }?;
-    sync_dir(&parent_dir(dir))
+    }
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

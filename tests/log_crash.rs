@@ -2,12 +2,11 @@
 //! snapshots and retention, never loses an acknowledged append or breaks the chain. 20 trials by
 //! default; set `LTXD_LONG=1` for 100.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ltxd::database::checksum_file;
 use ltxd::log::Log;
 use ltxd::ltx::{Checksum, TxId};
 
@@ -18,34 +17,9 @@ fn run_and_kill(
     maintain_every: u64,
     delay: Duration,
 ) -> Vec<(TxId, Checksum)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
-        .args(["debug", "write-load", "--count", "100000000"])
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--maintain-every",
-            &maintain_every.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| {
-                let mut words = line.strip_prefix("ack ")?.split(' ');
-                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-            })
-            .collect::<Vec<(TxId, Checksum)>>()
-    });
+    let (writer, reader) = common::spawn_write_load(data, seed, maintain_every);
     std::thread::sleep(delay);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(writer);
     reader.join().unwrap()
 }
 
@@ -75,34 +49,7 @@ fn sigkill_during_appends_and_compactions_loses_no_acknowledged_append() {
             "trial {trial}: {:?}",
             verification.faults
         );
-        let head = dblog.head();
-        if let Some(&(last_txid, last_checksum)) = acks.last() {
-            assert!(
-                head.txid >= last_txid,
-                "trial {trial}: head {head} lost acknowledged TXID {last_txid}"
-            );
-            if head.txid == last_txid {
-                assert_eq!(head.post_apply_checksum, last_checksum, "trial {trial}");
-            }
-        }
-        let records = dblog.records();
-        for (txid, checksum) in &acks {
-            if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
-                assert_eq!(
-                    r.post_apply_checksum, *checksum,
-                    "trial {trial}: TXID {txid}"
-                );
-            }
-        }
-        if head.txid > TxId::ZERO {
-            let restored = dir.path().join("restored.db");
-            ltxd::log::restore(&dblog, head.txid, &restored).unwrap();
-            assert_eq!(
-                checksum_file(&restored).unwrap().checksum,
-                head.post_apply_checksum,
-                "trial {trial}"
-            );
-        }
+        common::assert_acknowledged_kept(&dblog, &acks, dir.path(), &format!("trial {trial}"));
     }
     assert!(
         total_acks > trials as usize * 5,

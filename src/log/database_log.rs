@@ -86,6 +86,10 @@ impl DatabaseLog {
         crate::durable::create_dir_all(&layout.segments_dir())?;
         crate::durable::create_dir_all(&layout.snapshots_dir())?;
         let recovered = recover(&layout, index.load(name))?;
+        // A process that crashed may have left names it never synced (a segment created just
+        // before the crash): make durable what recovery accepted before anything builds on it.
+        crate::durable::sync_dir(&layout.segments_dir())?;
+        crate::durable::sync_dir(&layout.snapshots_dir())?;
         if recovered.index_stale {
             tracing::info!(
                 db = name,

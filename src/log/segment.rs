@@ -300,13 +300,17 @@ pub struct ActiveSegment {
 
 impl ActiveSegment {
     /// Opens the last segment for appending at `valid_len`, its records' end. What follows is
-    /// kept if it is all zeros (preallocated), and otherwise cut as a torn tail, durably.
+    /// kept if it is all zeros (preallocated), and otherwise cut as a torn tail. Either way the
+    /// segment is synced: a process that crashed may have written records it never synced, and
+    /// recovery has just accepted them.
     pub fn open(path: PathBuf, id: TxId, valid_len: u64) -> io::Result<ActiveSegment> {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let mut allocated = file.metadata()?.len();
         if allocated != valid_len && !is_zero(&file, valid_len, allocated)? {
             durable::truncate(&file, valid_len)?;
             allocated = valid_len;
+        } else {
+            durable::sync_data(&file)?;
         }
         Ok(ActiveSegment {
             id,

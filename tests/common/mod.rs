@@ -557,3 +557,87 @@ impl Drop for Node {
         detach(&self.mnt);
     }
 }
+
+/// A crash test's checks of a log after a crash: every acknowledged `(TXID, checksum)` is kept
+/// (the head is at or past the last one, and a record ending at an acknowledged TXID has its
+/// checksum), and the database restored at the head into `scratch` has the head's checksum.
+pub fn assert_acknowledged_kept(
+    dblog: &ltxd::log::DatabaseLog,
+    acks: &[(ltxd::ltx::TxId, ltxd::ltx::Checksum)],
+    scratch: &Path,
+    label: &str,
+) {
+    let head = dblog.head();
+    if let Some(&(last_txid, last_checksum)) = acks.last() {
+        assert!(
+            head.txid >= last_txid,
+            "{label}: head {head} lost acknowledged TXID {last_txid}"
+        );
+        if head.txid == last_txid {
+            assert_eq!(head.post_apply_checksum, last_checksum, "{label}");
+        }
+    }
+    let records = dblog.records();
+    for (txid, checksum) in acks {
+        if let Some(r) = records.iter().find(|r| r.max_txid == *txid) {
+            assert_eq!(r.post_apply_checksum, *checksum, "{label}: TXID {txid}");
+        }
+    }
+    if head.txid > ltxd::ltx::TxId::ZERO {
+        let restored = scratch.join("restored.db");
+        ltxd::log::restore(dblog, head.txid, &restored).unwrap();
+        assert_eq!(
+            ltxd::database::checksum_file(&restored).unwrap().checksum,
+            head.post_apply_checksum,
+            "{label}: the restored database differs from the log"
+        );
+    }
+}
+
+/// An `ltxd debug write-load` process, killed when dropped.
+pub struct WriteLoad {
+    /// The process.
+    pub child: Child,
+}
+
+impl Drop for WriteLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ltxd debug write-load` on the data directory `data`, appending until killed; the
+/// thread returns the `(TXID, checksum)` pairs it acknowledged once the process ends.
+pub fn spawn_write_load(
+    data: &Path,
+    seed: u64,
+    maintain_every: u64,
+) -> (
+    WriteLoad,
+    std::thread::JoinHandle<Vec<(ltxd::ltx::TxId, ltxd::ltx::Checksum)>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ltxd"))
+        .args(["debug", "write-load", "--count", "100000000"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--seed", &seed.to_string()])
+        .args(["--maintain-every", &maintain_every.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("ack ")?.split(' ');
+                Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+            })
+            .collect()
+    });
+    (WriteLoad { child }, reader)
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use ltxd_lossyfs::{Mounted, Op, Trap};
+use ltxd_lossyfs::{Action, Mounted, Op, Trap};
 
 /// How long a trap may take to fire before the test gives up (a guard against hanging, not a
 /// timing assertion: traps fire within a second or two).
@@ -100,6 +100,7 @@ impl Scenario {
             ops: self.ops.to_vec(),
             path_contains: self.path.to_string(),
             nth: 1 + rng.next() % self.max_nth,
+            action: Action::CutPower,
         }
     }
 }

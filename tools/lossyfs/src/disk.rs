@@ -82,16 +82,29 @@ impl Op {
     }
 }
 
-/// Cuts the power just before the `nth` operation (counting from 1) that is one of `ops` and
-/// whose path contains `path_contains`; that operation and every later one fail.
+/// What a trap does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Cuts the power: the operation and every later one fail, and only what was durable
+    /// survives the session.
+    CutPower,
+    /// Kills the process that asked for the operation with SIGKILL instead of doing it, as a
+    /// crash of that process would; the power stays on and nothing written is lost.
+    KillCaller,
+}
+
+/// Fires just before the `nth` operation (counting from 1) that is one of `ops` and whose path
+/// contains `path_contains`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trap {
     /// The operations counted; empty counts every one.
     pub ops: Vec<Op>,
     /// Only operations on a path containing this are counted (the relative path in the disk).
     pub path_contains: String,
-    /// Which matching operation cuts the power.
+    /// Which matching operation fires the trap.
     pub nth: u64,
+    /// What it does then.
+    pub action: Action,
 }
 
 /// A file or a directory.
@@ -123,6 +136,8 @@ pub struct Report {
     pub counts: BTreeMap<&'static str, u64>,
     /// Why the power was cut, if it was.
     pub power_cut: Option<String>,
+    /// Which operation's caller a trap killed, if one did.
+    pub killed: Option<String>,
 }
 
 /// The disk: the live directory, the store of durable contents, and the trap.
@@ -137,6 +152,9 @@ pub struct Disk {
     trap: Option<Trap>,
     counts: HashMap<Op, u64>,
     power_cut: Option<String>,
+    killed: Option<String>,
+    /// The process asking for the current operation (0: unknown).
+    caller: u32,
 }
 
 fn eio() -> io::Error {
@@ -166,6 +184,8 @@ impl Disk {
             trap,
             counts: HashMap::new(),
             power_cut: None,
+            killed: None,
+            caller: 0,
         };
         disk.adopt(PathBuf::new(), Kind::Dir)?;
         Ok(disk)
@@ -263,14 +283,31 @@ impl Disk {
             trap.ops.iter().filter_map(|o| self.counts.get(o)).sum()
         };
         if matched == trap.nth {
-            self.power_off(format!(
-                "trap: {} #{matched} on {}",
-                op.name(),
-                path.display()
-            ));
+            let what = format!("trap: {} #{matched} on {}", op.name(), path.display());
+            match trap.action {
+                Action::CutPower => self.power_off(what),
+                Action::KillCaller => {
+                    self.trap = None;
+                    self.killed = Some(what);
+                    if self.caller != 0 && self.caller != std::process::id() {
+                        // SAFETY: sending a signal has no memory-safety preconditions.
+                        unsafe { libc::kill(self.caller as libc::pid_t, libc::SIGKILL) };
+                    }
+                }
+            }
             return Err(eio());
         }
         Ok(())
+    }
+
+    /// Records which process asks for the next operations, for [`Action::KillCaller`].
+    pub fn set_caller(&mut self, pid: u32) {
+        self.caller = pid;
+    }
+
+    /// Which operation's caller a trap killed, if one did.
+    pub fn killed(&self) -> Option<&str> {
+        self.killed.as_deref()
     }
 
     /// Checks that the power is on, for operations that change nothing.
@@ -616,6 +653,7 @@ impl Disk {
                 .map(|op| (op.name(), self.counts.get(op).copied().unwrap_or(0)))
                 .collect(),
             power_cut: self.power_cut.clone(),
+            killed: self.killed.clone(),
         }
     }
 

@@ -30,8 +30,11 @@ impl LossyFs {
         LossyFs { disk }
     }
 
-    fn disk(&self) -> MutexGuard<'_, Disk> {
-        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    /// The disk, noting that `req`'s process is the caller.
+    fn disk_for(&self, req: &Request) -> MutexGuard<'_, Disk> {
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        disk.set_caller(req.pid());
+        disk
     }
 
     fn attr(&self, disk: &Disk, ino: u64, fh: Option<u64>) -> io::Result<FileAttr> {
@@ -85,33 +88,48 @@ fn kind_of(kind: Kind) -> FileType {
     }
 }
 
+fn reply_entry(reply: ReplyEntry, attr: io::Result<FileAttr>) {
+    match attr {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, attr: io::Result<FileAttr>) {
+    match attr {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: io::Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn wants_write(flags: OpenFlags) -> bool {
     flags.0 & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 impl Filesystem for LossyFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let disk = self.disk();
-        match disk
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let disk = self.disk_for(req);
+        let attr = disk
             .lookup(parent.0, name)
-            .and_then(|ino| self.attr(&disk, ino, None))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+            .and_then(|ino| self.attr(&disk, ino, None));
+        reply_entry(reply, attr);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let disk = self.disk();
-        match self.attr(&disk, ino.0, fh.map(|f| f.0)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let disk = self.disk_for(req);
+        reply_attr(reply, self.attr(&disk, ino.0, fh.map(|f| f.0)));
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         _uid: Option<u32>,
@@ -127,7 +145,7 @@ impl Filesystem for LossyFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut disk = self.disk();
+        let mut disk = self.disk_for(req);
         let fh = fh.map(|f| f.0);
         let result = (|| {
             if let Some(size) = size {
@@ -138,48 +156,36 @@ impl Filesystem for LossyFs {
             }
             self.attr(&disk, ino.0, fh)
         })();
-        match result {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_attr(reply, result);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut disk = self.disk();
-        match disk
+        let mut disk = self.disk_for(req);
+        let attr = disk
             .mkdir(parent.0, name, mode & !umask)
-            .and_then(|ino| self.attr(&disk, ino, None))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+            .and_then(|ino| self.attr(&disk, ino, None));
+        reply_entry(reply, attr);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk().unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.disk_for(req).unlink(parent.0, name));
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.disk().rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.disk_for(req).rmdir(parent.0, name));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -194,17 +200,15 @@ impl Filesystem for LossyFs {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self
-            .disk()
-            .rename(parent.0, name, newparent.0, newname, no_replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(
+            reply,
+            self.disk_for(req)
+                .rename(parent.0, name, newparent.0, newname, no_replace),
+        );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mut disk = self.disk();
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut disk = self.disk_for(req);
         let result = (|| {
             let fh = disk.open(ino.0, wants_write(flags))?;
             if flags.0 & libc::O_TRUNC != 0 {
@@ -220,7 +224,7 @@ impl Filesystem for LossyFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -228,7 +232,7 @@ impl Filesystem for LossyFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut disk = self.disk();
+        let mut disk = self.disk_for(req);
         let exclusive = flags & libc::O_EXCL != 0;
         let result = (|| {
             let (ino, fh) = disk.create(parent.0, name, mode & !umask, exclusive)?;
@@ -251,7 +255,7 @@ impl Filesystem for LossyFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -260,7 +264,7 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.disk().read(fh.0, offset, size as usize) {
+        match self.disk_for(req).read(fh.0, offset, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
@@ -268,7 +272,7 @@ impl Filesystem for LossyFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -278,7 +282,7 @@ impl Filesystem for LossyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.disk().write(fh.0, offset, data) {
+        match self.disk_for(req).write(fh.0, offset, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -297,7 +301,7 @@ impl Filesystem for LossyFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -305,26 +309,23 @@ impl Filesystem for LossyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.disk().release(fh.0);
+        self.disk_for(req).release(fh.0);
         reply.ok();
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk().fsync(ino.0, Some(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).fsync(ino.0, Some(fh.0)));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.disk().kind(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.disk_for(req).kind(ino.0) {
             Ok(Kind::Dir) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(Kind::File) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(e)),
@@ -333,13 +334,13 @@ impl Filesystem for LossyFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.disk().read_dir(ino.0) {
+        let entries = match self.disk_for(req).read_dir(ino.0) {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(e)),
         };
@@ -362,20 +363,17 @@ impl Filesystem for LossyFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.disk().fsyncdir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.disk_for(req).fsyncdir(ino.0));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let live = match self.disk().live_path(crate::disk::ROOT) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let live = match self.disk_for(req).live_path(crate::disk::ROOT) {
             Ok(live) => live,
             Err(e) => return reply.error(errno(e)),
         };
@@ -394,8 +392,8 @@ impl Filesystem for LossyFs {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.disk().kind(ino.0) {
+    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self.disk_for(req).kind(ino.0) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use disk::{Op, Report, Trap};
+pub use disk::{Action, Op, Report, Trap};
 
 use disk::Disk;
 use fuser::{Config, MountOption, SessionACL};
@@ -85,9 +85,19 @@ impl Mounted {
         self.disk().power_off(reason.to_string());
     }
 
+    /// A handle that tells, from any thread, whether the power was cut.
+    pub fn probe(&self) -> PowerProbe {
+        PowerProbe(Arc::clone(&self.disk))
+    }
+
     /// Why the power was cut, if it was.
     pub fn power_cut(&self) -> Option<String> {
         self.disk().power_cut().map(str::to_string)
+    }
+
+    /// Which operation's caller a trap killed, if one did.
+    pub fn killed(&self) -> Option<String> {
+        self.disk().killed().map(str::to_string)
     }
 
     /// What the session has done so far.
@@ -147,6 +157,18 @@ impl Drop for Mounted {
             self.detach();
             let _ = session.join();
         }
+    }
+}
+
+/// Tells whether a mount's power was cut, from any thread.
+#[derive(Clone)]
+pub struct PowerProbe(Arc<Mutex<Disk>>);
+
+impl PowerProbe {
+    /// True once the power was cut.
+    pub fn is_cut(&self) -> bool {
+        let disk = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        disk.power_cut().is_some()
     }
 }
 

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ltxd_lossyfs::{Mounted, Op, Trap};
+use ltxd_lossyfs::{Action, Mounted, Op, Trap};
 
 struct Dirs {
     _dir: tempfile::TempDir,
@@ -102,6 +102,7 @@ fn an_atomic_replace_is_old_or_new_and_a_trap_stops_everything_after_it() {
         ops: vec![Op::Fsyncdir],
         path_contains: String::new(),
         nth: 2,
+        action: Action::CutPower,
     };
     let mounted = Mounted::mount(&d.live, &d.store, &d.mnt, Some(trap)).unwrap();
     let m = mounted.mountpoint().to_path_buf();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ltxd_lossyfs::{Mounted, Op, Trap};
+use ltxd_lossyfs::{Action, Mounted, Op, Trap};
 
 #[derive(Parser)]
 #[command(about = "A FUSE pass-through that forgets unsynced writes when the power is cut")]
@@ -69,6 +69,7 @@ fn run(args: Args) -> std::io::Result<()> {
                 ops,
                 path_contains: args.trap_path,
                 nth,
+                action: Action::CutPower,
             })
         }
         None => None,

@@ -2,7 +2,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Disk, Op, Trap, ROOT};
+use super::{Action, Disk, Op, Trap, ROOT};
 
 /// A live directory and a store beside it.
 struct Bench {
@@ -219,6 +219,7 @@ fn the_trap_cuts_the_power_at_the_nth_matching_operation() {
         ops: vec![Op::Fsync],
         path_contains: "logs".into(),
         nth: 2,
+        action: Action::CutPower,
     };
     let mut disk = Disk::new(&b.live, &b.store, Some(trap)).unwrap();
     let logs = disk.lookup(ROOT, name("logs")).unwrap();
@@ -267,4 +268,26 @@ fn renaming_a_directory_moves_what_is_under_it() {
             file("c/b/f", b"f")
         ]
     );
+}
+
+#[test]
+fn a_kill_trap_fails_one_operation_and_keeps_the_power_on() {
+    let b = bench();
+    let trap = Trap {
+        ops: vec![Op::Fsyncdir],
+        path_contains: String::new(),
+        nth: 1,
+        action: Action::KillCaller,
+    };
+    let mut disk = Disk::new(&b.live, &b.store, Some(trap)).unwrap();
+    let (_, fh) = disk.create(ROOT, name("f"), 0o644, true).unwrap();
+    assert!(disk.fsyncdir(ROOT).is_err());
+    assert!(disk.killed().unwrap().contains("fsyncdir #1"));
+    assert_eq!(disk.power_cut(), None);
+    // The trap is spent; the next sync works, and what was written stays.
+    disk.write(fh, 0, b"kept").unwrap();
+    disk.fsyncdir(ROOT).unwrap();
+    let report = disk.finish().unwrap();
+    assert!(report.killed.is_some());
+    assert_eq!(contents(&b.live), vec![file("f", b"kept")]);
 }
