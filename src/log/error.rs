@@ -56,7 +56,9 @@ pub enum LogError {
         reason: String,
     },
     /// Another process has the data directory open.
-    #[error("{0}: the data directory is in use by another process")]
+    #[error(
+        "{0}: the data directory is in use by another process (if no ltxd is running, one that was killed may be stuck in a request to its own mount: abort that mount's FUSE connection with `echo 1 > /sys/fs/fuse/connections/<minor>/abort`, the minor being the mount's device number in /proc/self/mountinfo)"
+    )]
     InUse(PathBuf),
     /// An append failed and its bytes could not be cut back: the log refuses appends until it is
     /// opened again, when recovery cuts the torn tail.

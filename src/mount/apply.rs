@@ -166,6 +166,7 @@ impl Applier {
             self.hidden(db, true);
             let written = self.apply_locked(&capture, db_ino, shm_ino, ltx);
             self.hidden(db, false);
+            self.forget_absence(name);
             written
         } else {
             match self.lock_out_readers(name, in_wal_mode(&db_path)) {
@@ -302,6 +303,19 @@ impl Applier {
 
     /// Drops the kernel's cached pages of an inode from `offset` for `len` bytes (to the end
     /// when `len` is zero), writing back any dirty ones first, and its cached attributes.
+    /// Drops the kernel's cached answer that database `name` does not exist (a lookup while it
+    /// was hidden or empty is remembered for the entry TTL), so that it opens at once.
+    fn forget_absence(&self, name: &str) {
+        if let Some(notifier) = self.shared.notifier.get() {
+            let root = fuser::INodeNo(names::ROOT_INO);
+            if let Err(err) = notifier.inval_entry(root, std::ffi::OsStr::new(name)) {
+                if err.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::warn!(db = name, %err, "cannot invalidate the kernel's cached name");
+                }
+            }
+        }
+    }
+
     fn invalidate(&self, ino: u64, offset: u64, len: u64) {
         if let Some(notifier) = self.shared.notifier.get() {
             let (offset, len) = (offset as i64, len as i64);

@@ -411,6 +411,7 @@ impl Capture {
         };
         let applied = write_pages(&db, base, ltx, &mut sums)?;
         let written = sums.written;
+        let ps = ltx.page_size().bytes() as u64;
         state.pages.truncate(applied.pages as usize);
         state.checksum = DatabaseChecksum::from_checksum(applied.pos.post_apply_checksum);
         state.page_size = Some(ltx.page_size());
@@ -419,8 +420,8 @@ impl Capture {
             logged: snapshot,
             pos: applied.pos,
             pages: written,
-            page_size: ltx.page_size().bytes() as u64,
-            len: u64::from(applied.pages) * ltx.page_size().bytes() as u64,
+            page_size: ps,
+            len: u64::from(applied.pages) * ps,
         })
     }
 
@@ -439,7 +440,7 @@ impl Capture {
 }
 
 /// The capture's page checksums, as the page writer reads and updates them, and the pages it
-/// wrote.
+/// wrote (for the applier, which drops exactly those from the kernel's cache).
 struct StatePageSums<'a> {
     sums: &'a mut Vec<Checksum>,
     written: Vec<u32>,
@@ -455,12 +456,12 @@ impl PageSums for StatePageSums<'_> {
     }
 
     fn after(&mut self, pgno: PageNo, sum: Checksum) {
-        self.written.push(pgno.0);
         let index = pgno.0 as usize - 1;
         if self.sums.len() <= index {
             self.sums.resize(index + 1, Checksum::ZERO);
         }
         self.sums[index] = sum;
+        self.written.push(pgno.0);
     }
 }
 

@@ -250,14 +250,13 @@ impl Shared {
     /// forgets the WAL's read position, or refuses. A captured commit waits for the commit gate
     /// on this thread before this returns.
     pub(super) fn act(&self, ino: Option<u64>, verdict: Verdict) -> Result<(), Errno> {
-        let committed = self.act_deferred(ino, verdict)?;
+        let committed = self.capture_or_refuse(ino, verdict)?;
         gate::wait(self.commit_gate.get(), committed);
         Ok(())
     }
 
-    /// [`Shared::act`] without the wait for the commit gate: the commit it captured, if any,
-    /// must be answered through [`gate::answer_after`].
-    pub(super) fn act_deferred(
+    /// [`Shared::act`] up to the commit gate: returns the commit captured, if any.
+    fn capture_or_refuse(
         &self,
         ino: Option<u64>,
         verdict: Verdict,
@@ -763,7 +762,7 @@ impl Filesystem for LtxdFs {
         reply: ReplyWrite,
     ) {
         self.note_request();
-        let result = (|| -> Result<Option<Committed>, Errno> {
+        let result = (|| -> Result<(), Errno> {
             let (file, db, kind) = self.handle_file(fh.0).ok_or(Errno::EBADF)?;
             let ino = names::inode(db, kind);
             let flag = match kind {
@@ -786,19 +785,15 @@ impl Filesystem for LtxdFs {
             }
             let capture = self.shared.capture(db).ok_or(Errno::ENOENT)?;
             file.write_all_at(data, offset).map_err(|e| errno(&e))?;
-            let mut committed = None;
             if verdict == Verdict::CommitWal {
                 // The page completes the commit frame: the log gets the commit before SQLite
                 // learns that the write succeeded and publishes the frame in the WAL index.
-                match self.shared.act_deferred(Some(ino), verdict) {
-                    Ok(c) => committed = c,
-                    Err(e) => {
-                        // The log does not have the commit: its frame must not count as
-                        // committed if SQLite ever recovers the WAL.
-                        let header = offset - WAL_FRAME_HEADER_LEN;
-                        let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
-                        return Err(e);
-                    }
+                if let Err(e) = self.shared.act(Some(ino), verdict) {
+                    // The log does not have the commit: its frame must not count as committed
+                    // if SQLite ever recovers the WAL.
+                    let header = offset - WAL_FRAME_HEADER_LEN;
+                    let _ = file.write_all_at(&[0; WAL_FRAME_HEADER_LEN as usize], header);
+                    return Err(e);
                 }
             }
             let counters = capture.counters();
@@ -817,16 +812,10 @@ impl Filesystem for LtxdFs {
                 FileKind::Shm => counters.shm_writes.inc(),
                 FileKind::Pos => {}
             }
-            Ok(committed)
+            Ok(())
         })();
-        // A WAL commit is answered once it has passed the commit gate, off this thread.
-        let len = data.len() as u32;
         match result {
-            Ok(committed) => {
-                gate::answer_after(self.shared.commit_gate.get(), committed, move || {
-                    reply.written(len)
-                })
-            }
+            Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
         }
     }

@@ -115,6 +115,39 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
 }
 
+/// Whether a `stat` of `dir` fails with ENOTCONN (a mount whose server is gone) within
+/// `patience`. The `stat` runs on a thread of its own, left behind if it never returns: a
+/// server that is stuck (a killed daemon whose own thread waits on its mount) must not hang
+/// the test that looks.
+fn answers_enotconn_within(dir: &Path, patience: Duration) -> bool {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let dead = std::fs::metadata(&dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        let _ = sender.send(dead);
+    });
+    receiver.recv_timeout(patience).unwrap_or(false)
+}
+
+/// Aborts the FUSE connection of the newest mount at `dir`, as an operator would after a
+/// daemon was killed: a request the daemon's own threads had in flight on its mount then fails
+/// instead of keeping the killed process alive forever.
+fn abort_connection(dir: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.display().to_string();
+    let minor = mountinfo
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.get(4) == Some(&dir.as_str())).then(|| fields.get(2).copied())?
+        })
+        .and_then(|device| device.split_once(':').map(|(_, minor)| minor.to_string()));
+    if let Some(minor) = minor {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
+}
+
 /// Whether the file system at `dir` has a live server: `statfs` always reaches it, and a dead
 /// one gives ENOTCONN.
 fn server_answers(dir: &Path) -> bool {
@@ -147,9 +180,11 @@ fn sweep_dead_mounts() {
                 continue;
             };
             let dir = Path::new(dir);
-            let dead =
-                std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
-            if *source == "ltxd" && fstype.starts_with("fuse") && dir.starts_with(&tmp) && dead {
+            if !(*source == "ltxd" && fstype.starts_with("fuse") && dir.starts_with(&tmp)) {
+                continue;
+            }
+            let dead = answers_enotconn_within(dir, Duration::from_secs(1));
+            if dead {
                 eprintln!("detaching {}, left by a killed test run", dir.display());
                 detach(dir);
             }
@@ -373,10 +408,12 @@ impl Node {
         std::fs::read_to_string(self.root.path().join("ltxd.log")).unwrap_or_default()
     }
 
-    /// Kills the daemon with SIGKILL, as a crash would.
+    /// Kills the daemon with SIGKILL, as a crash would, and aborts its FUSE connection (see
+    /// [`abort_connection`]).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
+            abort_connection(&self.mnt);
             let _ = child.wait();
         }
     }
