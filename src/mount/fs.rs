@@ -417,7 +417,15 @@ impl LtxdFs {
         if kind != FileKind::Pos {
             return None;
         }
-        Some(format!("{}\n", self.shared.capture(db)?.pos()).into_bytes())
+        let capture = self.shared.capture(db)?;
+        // A database the applier is creating is in the log before its pages are written, and
+        // hidden until they are: its position shows once it can be read.
+        let pos = if self.shared.is_hidden(db) {
+            crate::ltx::Pos::ZERO
+        } else {
+            capture.pos()
+        };
+        Some(format!("{pos}\n").into_bytes())
     }
 
     fn new_handle(&self, handle: Handle) -> u64 {
