@@ -1,7 +1,7 @@
 //! The HTTP server: `POST /stream`, `POST /ack`, `GET /info` and `GET /metrics` over a [`Service`], in
 //! cleartext or TLS, with an optional token.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ltxd_protocol::wire::decode_positions;
 use ltxd_protocol::{
-    format_node_id, parse_node_id, Features, Promotion, Refusal, Service, StreamRequest,
+    format_node_id, parse_node_id, Features, Pos, Promotion, Refusal, Service, StreamRequest,
     StreamResponse, CLUSTER_ID_HEADER, EPOCH_HEADER, FEATURES_HEADER, NODE_ID_HEADER,
 };
 use ltxd_transport_security::{ServerTls, Token};
@@ -529,21 +529,9 @@ async fn stream(service: &dyn Service, request: Request<Incoming>) -> Response<B
             .find_map(|pair| pair.strip_prefix("filter="))
             .map(StreamRequest::parse_filter)
     });
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {err}"),
-            )
-        }
-    };
-    let positions = match decode_positions(&body) {
+    let positions = match position_map(request.into_body()).await {
         Ok(positions) => positions,
-        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad position map: {err}")),
+        Err(response) => return response,
     };
     let request = StreamRequest {
         node_id,
@@ -558,6 +546,22 @@ async fn stream(service: &dyn Service, request: Request<Incoming>) -> Response<B
             refused(&refusal)
         }
     }
+}
+
+/// The position map a `/stream` or `/ack` request carries as its body, or the 400 response
+/// that says why it cannot be read.
+async fn position_map(body: Incoming) -> Result<BTreeMap<String, Pos>, Response<Body>> {
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {err}"),
+            ))
+        }
+    };
+    decode_positions(&body)
+        .map_err(|err| error(StatusCode::BAD_REQUEST, &format!("bad position map: {err}")))
 }
 
 /// `POST /handoff?nodeID=<hex>`: hands the lease to that replica.
@@ -591,21 +595,9 @@ async fn ack(service: &dyn Service, request: Request<Incoming>) -> Response<Body
     let Some(node_id) = node_id else {
         return error(StatusCode::BAD_REQUEST, "invalid Litefs-Id");
     };
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {err}"),
-            )
-        }
-    };
-    let positions = match decode_positions(&body) {
+    let positions = match position_map(request.into_body()).await {
         Ok(positions) => positions,
-        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad position map: {err}")),
+        Err(response) => return response,
     };
     match service.ack(node_id, positions) {
         Ok(()) => Response::new(full(String::new())),
